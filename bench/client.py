@@ -1,0 +1,290 @@
+"""A raw XMPP c2s client on asyncio: connect, STARTTLS or Direct TLS, SCRAM, bind, roster, presence.
+
+Deliberately thin: one asyncio.Protocol per connection, elements parsed only during the login, then
+either a byte sink (MarkerScanner) or the parser again for scenarios that need replies (MUC, MAM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from bench import stream as xs
+from bench.scram import KeyCache, ScramClient, ScramError
+
+
+class LoginError(Exception):
+    """A step of the login failed; the message names the step."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    domain: str
+    tls: str = "starttls"  # starttls | direct | none
+    mechanism: str = "SCRAM-SHA-256"
+    timeout: float = 15.0
+    source_ips: tuple[str, ...] = ()  # spread connections over 127.0.0.x to avoid port exhaustion
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str  # localpart
+    password: str
+    resource: str = "bench"
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    # The servers use self-signed certificates on loopback: nothing to verify, only the cost to pay.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class XmppProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.framer = xs.Framer()
+        self.events: deque[xs.Event] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.sink: Callable[[bytes], None] | None = None
+        self.lost = False
+        self.error: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+            return
+        try:
+            self.events.extend(self.framer.feed(data))
+        except xs.StreamError as exc:
+            self.error = exc
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next_event(self, deadline: float) -> xs.Event:
+        loop = asyncio.get_running_loop()
+        while not self.events:
+            if self.error is not None:
+                raise self.error
+            if self.lost:
+                raise ConnectionError("connection closed by server")
+            self.waiter = loop.create_future()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.waiter
+            finally:
+                self.waiter = None
+        return self.events.popleft()
+
+
+@dataclass
+class Session:
+    target: Target
+    proto: XmppProtocol
+    jid: str = ""
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        assert self.proto.transport is not None
+        return self.proto.transport
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def recv(self) -> xs.Event:
+        loop = asyncio.get_running_loop()
+        return await self.proto.next_event(loop.time() + self.target.timeout)
+
+    async def element(self) -> etree._Element:
+        ev = await self.recv()
+        if isinstance(ev, xs.StreamClosed):
+            raise ConnectionError("stream closed by server")
+        if isinstance(ev, xs.StreamOpened):
+            raise LoginError("unexpected stream header")
+        if ev.tag == xs.qname(xs.NS_STREAM, "error"):
+            raise LoginError("stream error: " + ",".join(etree.QName(c).localname for c in ev))
+        return ev
+
+    async def wait_iq(
+        self, iq_id: str, on_other: Callable[[etree._Element], None] | None = None
+    ) -> etree._Element:
+        """Waits for the iq answering iq_id; other stanzas go to on_other (or are dropped)."""
+        while True:
+            el = await self.element()
+            if el.tag == "{jabber:client}iq" and el.get("id") == iq_id:
+                return el
+            if on_other is not None:
+                on_other(el)
+
+    def use_sink(self, sink: Callable[[bytes], None]) -> None:
+        """Stops parsing: every later read goes to sink (and the parser is freed)."""
+        self.proto.sink = sink
+        self.proto.framer = xs.Framer()
+        self.proto.events.clear()
+
+    def close(self) -> None:
+        if self.proto.transport is not None and not self.proto.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.proto.transport.write(xs.STREAM_END)
+            self.proto.transport.close()
+
+
+_source_counter = itertools.count()
+
+
+def _local_addr(target: Target) -> tuple[str, int] | None:
+    if not target.source_ips:
+        return None
+    return (target.source_ips[next(_source_counter) % len(target.source_ips)], 0)
+
+
+async def open_stream(session: Session) -> etree._Element:
+    """Sends a stream header, returns <stream:features/>."""
+    session.proto.framer = xs.Framer()
+    session.send(xs.stream_header(session.target.domain))
+    ev = await session.recv()
+    if not isinstance(ev, xs.StreamOpened):
+        raise LoginError("expected a stream header")
+    features = await session.element()
+    if features.tag != xs.qname(xs.NS_STREAM, "features"):
+        raise LoginError(f"expected stream features, got {features.tag}")
+    return features
+
+
+async def connect(target: Target, ssl_ctx: ssl.SSLContext | None) -> Session:
+    loop = asyncio.get_running_loop()
+    direct = target.tls == "direct"
+    _, proto = await loop.create_connection(
+        XmppProtocol,
+        target.host,
+        target.port,
+        ssl=ssl_ctx if direct else None,
+        server_hostname=target.domain if direct else None,
+        local_addr=_local_addr(target),
+    )
+    return Session(target, proto)
+
+
+async def starttls(session: Session, features: etree._Element, ssl_ctx: ssl.SSLContext) -> etree._Element:
+    if features.find(xs.qname(xs.NS_TLS, "starttls")) is None:
+        raise LoginError("server offers no STARTTLS")
+    session.send(f"<starttls xmlns='{xs.NS_TLS}'/>".encode())
+    answer = await session.element()
+    if answer.tag != xs.qname(xs.NS_TLS, "proceed"):
+        raise LoginError("STARTTLS refused")
+    loop = asyncio.get_running_loop()
+    new_transport = await loop.start_tls(
+        session.transport, session.proto, ssl_ctx, server_hostname=session.target.domain
+    )
+    assert isinstance(new_transport, asyncio.Transport)
+    session.proto.transport = new_transport
+    return await open_stream(session)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def authenticate(session: Session, features: etree._Element, account: Account, cache: KeyCache) -> None:
+    mech = session.target.mechanism
+    offered = [m.text for m in features.iter(xs.qname(xs.NS_SASL, "mechanism"))]
+    if mech not in offered:
+        raise LoginError(f"{mech} not offered (server offers {offered})")
+    scram = ScramClient(mech, account.user, account.password, cache)
+    session.send(xs.sasl_auth(mech, _b64(scram.first())))
+    challenge = await _sasl_step(session, "challenge")
+    session.send(xs.sasl_response(_b64(scram.final(base64.b64decode(challenge).decode()))))
+    success = await _sasl_step(session, "success")
+    try:
+        scram.verify(base64.b64decode(success).decode())
+    except ScramError as exc:
+        raise LoginError(f"SASL: {exc}") from exc
+
+
+async def _sasl_step(session: Session, expected: str) -> str:
+    el = await session.element()
+    if el.tag != xs.qname(xs.NS_SASL, expected):
+        condition = ",".join(etree.QName(c).localname for c in el)
+        raise LoginError(f"SASL {etree.QName(el).localname}: {condition}")
+    return el.text or ""
+
+
+async def bind_resource(session: Session, features: etree._Element, resource: str) -> None:
+    if features.find(xs.qname(xs.NS_BIND, "bind")) is None:
+        raise LoginError("no bind feature")
+    session.send(xs.bind(resource))
+    result = await session.wait_iq("bind")
+    jid = result.findtext(f"{{{xs.NS_BIND}}}bind/{{{xs.NS_BIND}}}jid")
+    if result.get("type") != "result" or not jid:
+        raise LoginError("bind failed")
+    session.jid = jid
+    legacy = features.find(xs.qname(xs.NS_SESSION, "session"))
+    # RFC 3921 session establishment: only when the server still insists on it.
+    if legacy is not None and legacy.find(xs.qname(xs.NS_SESSION, "optional")) is None:
+        session.send(xs.iq("set", "sess", f"<session xmlns='{xs.NS_SESSION}'/>"))
+        await session.wait_iq("sess")
+
+
+async def login(
+    target: Target,
+    account: Account,
+    cache: KeyCache,
+    ssl_ctx: ssl.SSLContext | None,
+    *,
+    roster: bool = True,
+    presence: bool = True,
+) -> Session:
+    """Full login; session.stats["login_s"] is connect-to-ready time.
+
+    Ready means the server answered a ping sent after the initial presence: it handles one session's
+    stanzas in order, so by then it has processed the presence (and sent its probes).
+    """
+    started = time.perf_counter()
+    session = await connect(target, ssl_ctx)
+    try:
+        features = await open_stream(session)
+        if target.tls == "starttls":
+            assert ssl_ctx is not None
+            features = await starttls(session, features, ssl_ctx)
+        await authenticate(session, features, account, cache)
+        features = await open_stream(session)
+        await bind_resource(session, features, account.resource)
+        if roster:
+            session.send(xs.iq("get", "roster", f"<query xmlns='{xs.NS_ROSTER}'/>"))
+            result = await session.wait_iq("roster")
+            session.stats["roster_items"] = len(
+                result.findall(f"{{{xs.NS_ROSTER}}}query/{{{xs.NS_ROSTER}}}item")
+            )
+        if presence:
+            session.send(b"<presence/>")
+        session.send(xs.iq("get", "ready", f"<ping xmlns='{xs.NS_PING}'/>", to=target.domain))
+        await session.wait_iq("ready")
+    except BaseException:
+        session.close()
+        raise
+    session.stats["login_s"] = time.perf_counter() - started
+    return session

@@ -1,0 +1,369 @@
+"""Load generator for XMPP servers: raw XMPP over asyncio, no client library.
+
+    python -m bench.loadgen --host 127.0.0.1 --port 15222 --domain bench.local \\
+        --server-pid PID --scenario logins,messages --label prosody
+
+Prints one JSON record per scenario on stdout (and appends it to --json-out), then a Markdown table.
+Scenarios: prime (fill the client key cache), logins, messages (1:1; --rate for fixed rate), idle,
+muc, mam, cross-node (needs --peer-port of a second cluster node; skipped otherwise).
+See bench/README.md for what each one measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.client import Target
+from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default_context
+from bench.scram import HASHES, KeyCache
+from bench.stats import summarize_us
+
+SHARDABLE = {"prime", "logins", "messages", "cross-node"}
+RATE_KEYS = {
+    "prime": ("accounts", "accounts/s"),
+    "logins": ("logins", "logins/s"),
+    "messages": ("delivered", "msg/s"),
+    "cross-node": ("delivered", "msg/s"),
+    "muc": ("deliveries", "deliveries/s"),
+    "mam": ("queries", "queries/s"),
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--host", default="127.0.0.1", help="loopback only: 127.0.0.1 or ::1")
+    a("--port", type=int, default=5222)
+    a("--peer-port", type=int, default=0, help="c2s port of a second cluster node (cross-node)")
+    a("--domain", default="bench.local")
+    a("--prefix", default="u")
+    a("--password", default="bench-pass")
+    a("--mechanism", default="SCRAM-SHA-256", choices=sorted(HASHES))
+    a("--tls", default="starttls", choices=["starttls", "direct", "none"])
+    a("--server-pid", default="", help="server pid(s), comma-separated; descendants are included")
+    a("--db-pid", default="", help="database pid(s), reported separately")
+    a("--scenario", default="logins", help="comma-separated: " + ",".join(SCENARIOS))
+    a("--label", default="", help="name of the target in the output")
+    a("--concurrency", type=int, default=20)
+    a("--count", type=int, default=500, help="logins, idle sessions, or MAM queries")
+    a("--accounts", type=int, default=1000, help="account pool for logins")
+    a("--first", type=int, default=1, help="first account number")
+    a("--duration", type=float, default=10.0, help="measured seconds (messages, muc, mam)")
+    a("--warmup", type=float, default=2.0)
+    a("--rate", type=float, default=0.0, help="fixed send rate per second (0: max, closed loop)")
+    a("--window", type=int, default=10, help="max mode: messages in flight per sender")
+    a("--pairs", type=int, default=50)
+    a("--body-size", type=int, default=100)
+    a("--occupants", type=int, default=100)
+    a("--senders", type=int, default=5)
+    a("--mam-fill", type=int, default=500, help="fill the archive to at least this many messages")
+    a("--mam-page", type=int, default=50)
+    a("--settle", type=float, default=3.0, help="idle: seconds before reading RSS")
+    a("--timeout", type=float, default=20.0, help="per-step timeout")
+    a("--workers", type=int, default=1, help="load generator processes (prime, logins, messages)")
+    a("--source-ips", type=int, default=0, help="spread client sockets over 127.0.0.1..N")
+    a("--key-cache", type=Path, default=Path("bench/out/scram-keys.jsonl"))
+    a("--json-out", type=Path, help="append JSON records to this file")
+    a("--param", action="append", default=[], help="KEY=VALUE noted in the record (e.g. archive=on)")
+    return p.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    if args.host not in {"127.0.0.1", "::1", "localhost"}:
+        raise SystemExit("refusing a non-loopback target: this tool sends load only to 127.0.0.1 / ::1")
+    ips = tuple(f"127.0.0.{i}" for i in range(1, args.source_ips + 1)) if args.host == "127.0.0.1" else ()
+    target = Target(args.host, args.port, args.domain, args.tls, args.mechanism, args.timeout, ips)
+    return Options(
+        target=target, prefix=args.prefix, password=args.password, first=args.first,
+        accounts=args.accounts, count=args.count, concurrency=args.concurrency,
+        duration=args.duration, warmup=args.warmup, rate=args.rate, window=args.window,
+        pairs=args.pairs, body_size=args.body_size, occupants=args.occupants, senders=args.senders,
+        mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
+    )  # fmt: skip
+
+
+def pids(spec: str) -> list[int]:
+    return [int(x) for x in spec.split(",") if x.strip()]
+
+
+@dataclass
+class Window:
+    """CPU samples at the edges of the measured window, for server, database and load generator."""
+
+    server: list[int]
+    db: list[int]
+    samples: dict[str, list[procstat.Sample]] = field(default_factory=dict)
+    walls: list[float] = field(default_factory=list)
+
+    def take(self) -> None:
+        self.walls.append(time.monotonic())
+        for name, roots in (("server", self.server), ("db", self.db), ("loadgen", [os.getpid()])):
+            if roots:
+                self.samples.setdefault(name, []).append(procstat.sample(roots))
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if len(self.walls) < 2:
+            return out
+        wall = self.walls[-1] - self.walls[-2]
+        for name, s in self.samples.items():
+            out[f"{name}_cpu_pct"] = procstat.cpu_pct(s[-2], s[-1], wall)
+            out[f"{name}_cpu_s"] = round(s[-1].cpu_s - s[-2].cpu_s, 3)
+        if "server" in self.samples:
+            out["server_rss_kb"] = self.samples["server"][-1].rss_kb
+        return out
+
+
+class LocalMeter:
+    def __init__(self, window: Window) -> None:
+        self.window = window
+
+    async def begin(self) -> None:
+        self.window.take()
+
+    async def end(self) -> None:
+        self.window.take()
+
+    def server_rss_kb(self) -> int:
+        return procstat.sample(self.window.server).rss_kb if self.window.server else 0
+
+
+class WorkerMeter:
+    """In a worker process: the parent samples CPU when every worker has reached the same edge."""
+
+    def __init__(self, barrier: Any, limit_s: float) -> None:
+        self.barrier, self.limit_s = barrier, limit_s
+
+    async def begin(self) -> None:
+        await asyncio.to_thread(self.barrier.wait, self.limit_s)
+
+    async def end(self) -> None:
+        await asyncio.to_thread(self.barrier.wait, self.limit_s)
+
+    def server_rss_kb(self) -> int:
+        return 0
+
+
+def _load_cache(path: Path) -> KeyCache:
+    cache = KeyCache()
+    cache.load(path)
+    return cache
+
+
+def _save_cache(cache: KeyCache, path: Path) -> None:
+    if cache.misses:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache.save(path)
+
+
+def _worker(
+    name: str, opt: Options, key_cache: Path, shard: Shard, barrier: Any, limit: float, q: Any
+) -> None:
+    cache = _load_cache(key_cache)
+    meter = WorkerMeter(barrier, limit)
+    try:
+        outcome = asyncio.run(SCENARIOS[name](default_context(opt, cache), meter, shard))
+    except Exception as exc:  # reported to the parent, which breaks the barrier for the others
+        outcome = Outcome()
+        outcome.error(exc)
+        barrier.abort()
+    q.put((outcome, cache.entries if cache.misses else {}))
+
+
+def merge(outcomes: list[Outcome]) -> Outcome:
+    total = Outcome()
+    for o in outcomes:
+        for k, v in o.counts.items():
+            total.counts[k] = total.counts.get(k, 0) + v
+        total.latencies_us.extend(o.latencies_us)
+        total.errors.extend(o.errors[: 5 - len(total.errors)])
+        total.error_count += o.error_count
+        total.window_s = max(total.window_s, o.window_s)
+        total.info.update(o.info)
+    return total
+
+
+def run_workers(name: str, opt: Options, args: argparse.Namespace, window: Window) -> Outcome:
+    ctx = mp.get_context("fork")  # before any event loop exists in this process
+    n = args.workers
+    barrier = ctx.Barrier(n + 1)
+    queue = ctx.Queue()
+    limit = opt.warmup + opt.duration + 10 * opt.target.timeout + opt.count / 10
+    procs = [
+        ctx.Process(target=_worker, args=(name, opt, args.key_cache, Shard(i, n), barrier, limit, queue))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    loadgen_roots = [p.pid for p in procs if p.pid is not None]
+    with contextlib.suppress(threading.BrokenBarrierError):
+        for _ in range(2):
+            barrier.wait(limit)
+            window.walls.append(time.monotonic())
+            for key, roots in (("server", window.server), ("db", window.db), ("loadgen", loadgen_roots)):
+                if roots:
+                    window.samples.setdefault(key, []).append(procstat.sample(roots))
+    results = [queue.get(timeout=limit) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    cache = _load_cache(args.key_cache)
+    for _, entries in results:
+        cache.entries.update(entries)
+        cache.misses += len(entries)
+    _save_cache(cache, args.key_cache)
+    return merge([o for o, _ in results])
+
+
+def run_local(name: str, opt: Options, args: argparse.Namespace, window: Window) -> Outcome:
+    cache = _load_cache(args.key_cache)
+    ctx: Context = default_context(opt, cache)
+    outcome = asyncio.run(SCENARIOS[name](ctx, LocalMeter(window), Shard()))
+    _save_cache(cache, args.key_cache)
+    return outcome
+
+
+def affinity(pid: int) -> str:
+    try:
+        cpus = sorted(os.sched_getaffinity(pid))
+    except OSError:
+        return "?"
+    return ",".join(map(str, cpus))
+
+
+def record(
+    name: str, args: argparse.Namespace, opt: Options, outcome: Outcome, window: Window
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "target": args.label or f"{args.host}:{args.port}",
+        "scenario": name,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "params": _params(name, args),
+        "results": dict(outcome.counts),
+        "errors": outcome.error_count,
+    }
+    if outcome.errors:
+        rec["first_errors"] = outcome.errors
+    key = RATE_KEYS.get(name)
+    if key and outcome.window_s > 0 and key[0] in outcome.counts:
+        rec["rate"] = round(outcome.counts[key[0]] / outcome.window_s, 1)
+        rec["rate_unit"] = key[1]
+    if outcome.latencies_us:
+        rec["latency"] = summarize_us(outcome.latencies_us)
+    rec["window_s"] = round(outcome.window_s, 3)
+    rec["cpu"] = window.report()
+    rec["pinning"] = {
+        "loadgen_cpus": affinity(os.getpid()),
+        "server_cpus": affinity(window.server[0]) if window.server else "?",
+    }
+    rec["info"] = {k: v for k, v in outcome.info.items() if isinstance(v, int | float | str)}
+    return rec
+
+
+def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    common = {"tls": args.tls, "mechanism": args.mechanism, "domain": args.domain}
+    by_scenario = {
+        "prime": ["count", "concurrency"],
+        "logins": ["count", "concurrency", "accounts", "workers"],
+        "messages": ["pairs", "rate", "window", "duration", "body_size", "workers"],
+        "cross-node": ["pairs", "rate", "window", "duration", "peer_port"],
+        "idle": ["count", "concurrency", "settle"],
+        "muc": ["occupants", "senders", "rate", "window", "duration"],
+        "mam": ["count", "mam_page", "mam_fill", "duration"],
+    }
+    params = {k: getattr(args, k) for k in by_scenario.get(name, [])}
+    params.update(common)
+    params.update(dict(p.split("=", 1) for p in args.param))
+    return params
+
+
+def skipped(name: str, args: argparse.Namespace, reason: str) -> dict[str, Any]:
+    return {
+        "target": args.label or f"{args.host}:{args.port}",
+        "scenario": name,
+        "skipped": reason,
+        "params": _params(name, args),
+    }
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | scenario | params | rate | p50 ms | p99 ms | KB/session | server CPU % | db CPU % "
+        "| loadgen CPU % | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        if "skipped" in r:
+            lines.append(f"| {r['target']} | {r['scenario']} | skipped: {r['skipped']} |||||||||")
+            continue
+        lat, cpu = r.get("latency", {}), r.get("cpu", {})
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k not in {"domain", "mechanism"})
+        rate = f"{r['rate']:,.0f} {r['rate_unit']}" if "rate" in r else ""
+        kb = r["results"].get("kb_per_session", "")
+        cells = [
+            r["target"], r["scenario"], params, rate, lat.get("p50_ms", ""), lat.get("p99_ms", ""), kb,
+            cpu.get("server_cpu_pct", ""), cpu.get("db_cpu_pct", ""), cpu.get("loadgen_cpu_pct", ""),
+            r["errors"],
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def raise_fd_limit() -> None:
+    # 10,000 idle sessions need 10,000 descriptors here too; the soft limit may be far below the hard.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    raise_fd_limit()
+    opt = options_from(args)
+    records = []
+    for name in [s.strip() for s in args.scenario.split(",") if s.strip()]:
+        if name not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {name}")
+        rec = run_one(name, args, opt)
+        records.append(rec)
+        line = json.dumps(rec, sort_keys=False)
+        print(line, flush=True)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            with args.json_out.open("a") as f:
+                f.write(line + "\n")
+    print()
+    print(markdown(records))
+    print(f"\nloadgen: python {platform.python_version()}, cpus {affinity(os.getpid())}, pid {os.getpid()}")
+    return 0
+
+
+def run_one(name: str, args: argparse.Namespace, opt: Options) -> dict[str, Any]:
+    if name == "cross-node" and not args.peer_port:
+        return skipped(name, args, "target has no cluster: pass --peer-port of a second node")
+    if name == "idle" and opt.count + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+        return skipped(name, args, f"ulimit -n too low for {opt.count} sessions")
+    window = Window(pids(args.server_pid), pids(args.db_pid))
+    if args.workers > 1 and name in SHARDABLE:
+        outcome = run_workers(name, opt, args, window)
+    else:
+        outcome = run_local(name, opt, args, window)
+    return record(name, args, opt, outcome, window)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

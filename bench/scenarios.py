@@ -1,0 +1,654 @@
+"""The benchmark scenarios. Each one logs its sessions in first (unmeasured), then measures a bounded
+window, and returns an Outcome that loadgen.py turns into one JSON record.
+
+Measured windows are marked with meter.begin()/meter.end(): that is when server, database and load
+generator CPU are sampled, so the CPU figures cover exactly the traffic that the rates count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import re
+import ssl
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bench import stream as xs
+from bench.client import (
+    Account,
+    LoginError,
+    Session,
+    Target,
+    authenticate,
+    client_ssl_context,
+    connect,
+    login,
+    open_stream,
+    starttls,
+)
+from bench.scram import KeyCache
+
+
+@dataclass(frozen=True)
+class Options:
+    target: Target
+    prefix: str = "u"
+    password: str = "bench-pass"
+    first: int = 1  # first account number used
+    accounts: int = 1000  # account pool for logins (those with rosters)
+    count: int = 500
+    concurrency: int = 20
+    duration: float = 10.0
+    warmup: float = 2.0
+    rate: float = 0.0  # 0 = as fast as the window allows
+    window: int = 10  # messages in flight per sender in max mode
+    pairs: int = 50
+    body_size: int = 100
+    occupants: int = 100
+    senders: int = 5
+    mam_fill: int = 500
+    mam_page: int = 50
+    settle: float = 3.0
+    peer_port: int = 0
+    resource: str = "bench"
+
+
+class Meter(Protocol):
+    def begin(self) -> Awaitable[None]: ...
+    def end(self) -> Awaitable[None]: ...
+    def server_rss_kb(self) -> int: ...
+
+
+@dataclass
+class Outcome:
+    counts: dict[str, float] = field(default_factory=dict)
+    latencies_us: array[int] = field(default_factory=lambda: array("q"))
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    window_s: float = 0.0
+    info: dict[str, object] = field(default_factory=dict)
+
+    def error(self, exc: BaseException) -> None:
+        self.error_count += 1
+        if len(self.errors) < 5:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    total: int = 1
+
+    def take(self, items: list[int]) -> list[int]:
+        return items[self.index :: self.total]
+
+
+Context = tuple[Options, KeyCache, ssl.SSLContext]
+
+
+def jid(opt: Options, n: int, domain: str | None = None) -> str:
+    return f"{opt.prefix}{n}@{domain or opt.target.domain}"
+
+
+async def login_many(
+    ctx: Context, numbers: list[int], out: Outcome, *, targets: list[Target] | None = None, **kw: bool
+) -> dict[int, Session]:
+    """Logs accounts in at the configured concurrency; failures are counted, not fatal."""
+    opt, cache, ssl_ctx = ctx
+    sem = asyncio.Semaphore(opt.concurrency)
+    sessions: dict[int, Session] = {}
+
+    async def one(i: int, n: int) -> None:
+        target = targets[i % len(targets)] if targets else opt.target
+        async with sem:
+            try:
+                sessions[n] = await login(
+                    target, Account(f"{opt.prefix}{n}", opt.password, opt.resource), cache, ssl_ctx, **kw
+                )
+            except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
+                out.error(exc)
+
+    async with asyncio.TaskGroup() as tg:
+        for i, n in enumerate(numbers):
+            tg.create_task(one(i, n))
+    return sessions
+
+
+def close_all(sessions: dict[int, Session]) -> None:
+    for s in sessions.values():
+        s.close()
+
+
+class measuring:
+    """Marks the measured window and keeps the collector out of it: the load generator's own GC
+    pauses would otherwise show up as server latency."""
+
+    def __init__(self, meter: Meter, out: Outcome) -> None:
+        self.meter, self.out = meter, out
+
+    async def __aenter__(self) -> None:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        await self.meter.begin()
+        self.started = time.monotonic()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.out.window_s = time.monotonic() - self.started
+        await self.meter.end()
+        gc.enable()
+        gc.unfreeze()
+
+
+# --- 1. logins -------------------------------------------------------------------------------------
+
+
+async def run_logins(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    opt, cache, _ = ctx
+    out = Outcome()
+    pool = list(range(opt.first, opt.first + opt.accounts))
+    numbers = shard.take([pool[i % len(pool)] for i in range(opt.count)])
+    misses_before = cache.misses
+    async with measuring(meter, out):
+        sessions = await _timed_logins(ctx, numbers, out)
+    out.counts["logins"] = len(out.latencies_us)
+    # Should stay 0: provisioning (or `prime`) puts every account's keys in the cache beforehand.
+    out.counts["client_pbkdf2"] = cache.misses - misses_before
+    out.info["roster_items"] = sessions
+    return out
+
+
+async def _timed_logins(ctx: Context, numbers: list[int], out: Outcome) -> float:
+    opt, cache, ssl_ctx = ctx
+    queue = iter(numbers)
+    roster_items: list[float] = []
+
+    async def worker() -> None:
+        for n in queue:
+            try:
+                s = await login(
+                    opt.target, Account(f"{opt.prefix}{n}", opt.password, opt.resource), cache, ssl_ctx
+                )
+            except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
+                out.error(exc)
+                continue
+            out.latencies_us.append(int(s.stats["login_s"] * 1e6))
+            roster_items.append(s.stats.get("roster_items", 0))
+            s.close()
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(opt.concurrency):
+            tg.create_task(worker())
+    return sum(roster_items) / len(roster_items) if roster_items else 0.0
+
+
+async def run_prime(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """SASL only, once per account: fills the client key cache for servers with random salts."""
+    opt, cache, ssl_ctx = ctx
+    out = Outcome()
+    numbers = shard.take(list(range(opt.first, opt.first + opt.count)))
+    sem = asyncio.Semaphore(opt.concurrency)
+
+    async def one(n: int) -> None:
+        async with sem:
+            session = await connect(opt.target, ssl_ctx)
+            try:
+                features = await open_stream(session)
+                if opt.target.tls == "starttls":
+                    features = await starttls(session, features, ssl_ctx)
+                await authenticate(session, features, Account(f"{opt.prefix}{n}", opt.password), cache)
+            except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
+                out.error(exc)
+            finally:
+                session.close()
+
+    async with measuring(meter, out), asyncio.TaskGroup() as tg:
+        for n in numbers:
+            tg.create_task(one(n))
+    out.counts["accounts"] = len(numbers)
+    out.counts["client_pbkdf2"] = cache.misses
+    return out
+
+
+# --- 2. one-to-one messages (and 6. across nodes) ----------------------------------------------------
+
+
+class PairTraffic:
+    """Session k sends to session k^1 (pairs), and the receiver's byte sink drives the sender's window.
+
+    Stamps are CLOCK_MONOTONIC ns: the send time in max mode, the *intended* send time in fixed-rate
+    mode so that a load generator falling behind shows up as latency instead of hiding it
+    (coordinated omission).
+    """
+
+    def __init__(self, opt: Options, sessions: list[Session], out: Outcome, msg_type: str = "chat") -> None:
+        self.opt, self.sessions, self.out = opt, sessions, out
+        self.outstanding = [0] * len(sessions)
+        self.sent = 0
+        self.received = 0
+        self.window_received = 0
+        self.recording = False
+        self.refilling = opt.rate <= 0
+        pad = ("x" * max(0, opt.body_size - 25)).encode()
+        self.heads = [
+            f"<message to='{sessions[k ^ 1].jid}' type='{msg_type}'><body>bt:".encode()
+            for k in range(len(sessions))
+        ]
+        self.tail = b":" + pad + b"</body></message>"
+        for k, s in enumerate(sessions):
+            s.use_sink(self._sink(k))
+
+    def _sink(self, k: int) -> Callable[[bytes], None]:
+        scanner = xs.MarkerScanner()
+        sender = k ^ 1
+
+        def on_data(data: bytes) -> None:
+            stamps = scanner.feed(data)
+            if not stamps:
+                return
+            n = len(stamps)
+            self.received += n
+            if self.recording:
+                now = time.monotonic_ns()
+                self.window_received += n
+                self.out.latencies_us.extend([(now - t) // 1000 for t in stamps])
+            self.outstanding[sender] -= n
+            if self.refilling:
+                self.refill(sender)
+
+        return on_data
+
+    def refill(self, k: int) -> None:
+        room = self.opt.window - self.outstanding[k]
+        if room <= 0:
+            return
+        stamp = str(time.monotonic_ns()).encode()
+        msg = self.heads[k] + stamp + self.tail
+        self.sessions[k].transport.write(msg * room)  # one write per burst, as a pipelining client
+        self.outstanding[k] += room
+        self.sent += room
+
+    async def fixed_rate(self, seconds: float) -> None:
+        rate, n = self.opt.rate, len(self.sessions)
+        start = time.monotonic_ns()
+        total = int(rate * seconds)
+        k = 0
+        while k < total:
+            due = min(total, int((time.monotonic_ns() - start) * rate / 1e9) + 1)
+            for j in range(k, due):
+                s = j % n
+                intended = start + int(j * 1e9 / rate)
+                self.sessions[s].transport.write(self.heads[s] + str(intended).encode() + self.tail)
+                self.outstanding[s] += 1
+            self.sent += due - k
+            k = due
+            await asyncio.sleep(0.0005)
+
+    async def drain(self, limit_s: float = 5.0) -> None:
+        self.refilling = False
+        deadline = time.monotonic() + limit_s
+        while self.received < self.sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+
+async def run_messages(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    opt = ctx[0]
+    out = Outcome()
+    numbers = shard.take(list(range(opt.first, opt.first + 2 * opt.pairs)))
+    numbers = numbers[: len(numbers) // 2 * 2]
+    targets = None
+    if opt.peer_port:
+        # Cross-node: even sessions on the target node, odd ones on the peer, so every message crosses.
+        targets = [opt.target, Target(**{**opt.target.__dict__, "port": opt.peer_port})]
+    sessions = await login_many(ctx, numbers, out, targets=targets, roster=False)
+    ordered = [sessions[n] for n in numbers if n in sessions]
+    if len(ordered) < len(numbers):
+        close_all(sessions)
+        return out
+    traffic = PairTraffic(opt, ordered, out)
+    if opt.rate > 0:
+        await _fixed_rate_window(traffic, meter, out)
+    else:
+        await _max_window(traffic, meter, out)
+    await traffic.drain()
+    out.counts.update(sent=traffic.sent, received=traffic.received, delivered=traffic.window_received)
+    out.counts["lost"] = traffic.sent - traffic.received
+    close_all(sessions)
+    return out
+
+
+async def _max_window(traffic: PairTraffic, meter: Meter, out: Outcome) -> None:
+    for k in range(len(traffic.sessions)):
+        traffic.refill(k)
+    await asyncio.sleep(traffic.opt.warmup)
+    async with measuring(meter, out):
+        traffic.recording = True
+        await asyncio.sleep(traffic.opt.duration)
+        traffic.recording = False
+
+
+async def _fixed_rate_window(traffic: PairTraffic, meter: Meter, out: Outcome) -> None:
+    opt = traffic.opt
+    task = asyncio.create_task(traffic.fixed_rate(opt.warmup + opt.duration))
+    await asyncio.sleep(opt.warmup)
+    async with measuring(meter, out):
+        traffic.recording = True
+        await asyncio.sleep(opt.duration)
+        traffic.recording = False
+    await task
+
+
+# --- 3. idle sessions ---------------------------------------------------------------------------------
+
+
+async def run_idle(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    opt = ctx[0]
+    out = Outcome()
+    numbers = shard.take(list(range(opt.first, opt.first + opt.count)))
+    await asyncio.sleep(0.5)
+    rss_before = meter.server_rss_kb()
+    started = time.monotonic()
+    sessions = await login_many(ctx, numbers, out)
+    ramp_s = time.monotonic() - started
+    for s in sessions.values():
+        s.use_sink(_discard)  # and drop the parser: the load generator holds 10k sessions too
+    async with measuring(meter, out):
+        await asyncio.sleep(opt.settle)
+    rss_after = meter.server_rss_kb()
+    out.counts.update(sessions=len(sessions), rss_before_kb=rss_before, rss_after_kb=rss_after)
+    out.counts["ramp_logins_per_s"] = round(len(sessions) / ramp_s, 1) if ramp_s else 0.0
+    if sessions:
+        out.counts["kb_per_session"] = round((rss_after - rss_before) / len(sessions), 2)
+    close_all(sessions)
+    await asyncio.sleep(0.5)
+    return out
+
+
+def _discard(_data: bytes) -> None:
+    return None
+
+
+# --- 4. MUC fan-out -----------------------------------------------------------------------------------
+
+_SELF_PRESENCE = re.compile(rb"""code=['"]110['"]""")
+_CREATED = re.compile(rb"""code=['"]201['"]""")
+
+
+async def run_muc(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    opt = ctx[0]
+    out = Outcome()
+    room = f"bench{int(time.time())}@muc.{opt.target.domain}"
+    numbers = list(range(opt.first, opt.first + opt.occupants))
+    sessions = await login_many(ctx, numbers, out, roster=False)
+    ordered = [sessions[n] for n in numbers if n in sessions]
+    try:
+        joined = await _join_room(opt, ordered, room, out)
+    except (OSError, LoginError, TimeoutError) as exc:
+        out.error(exc)
+        close_all(sessions)
+        return out
+    traffic = RoomTraffic(opt, joined, room, out)
+    if opt.rate > 0:
+        task = asyncio.create_task(traffic.fixed_rate(opt.warmup + opt.duration))
+    else:
+        traffic.start_max()
+    await asyncio.sleep(opt.warmup)
+    async with measuring(meter, out):
+        traffic.recording = True
+        await asyncio.sleep(opt.duration)
+        traffic.recording = False
+    if opt.rate > 0:
+        await task
+    await traffic.drain(len(joined))
+    out.counts.update(occupants=len(joined), sent=traffic.sent, deliveries=traffic.window_received)
+    out.counts["lost"] = traffic.sent * len(joined) - traffic.received
+    close_all(sessions)
+    return out
+
+
+async def _join_room(opt: Options, sessions: list[Session], room: str, out: Outcome) -> list[Session]:
+    """Joins one by one in small batches; each joiner's bytes are scanned, not parsed, because a room of
+    N costs N^2/2 presence stanzas during the joins."""
+    join = f"<presence to='{room}/{{nick}}'><x xmlns='{xs.NS_MUC}'><history maxstanzas='0'/></x></presence>"
+    if not sessions:
+        return []
+    first = sessions[0]
+    first.send(join.format(nick="n0").encode())
+    while True:  # the creator parses: it may have to unlock the room (XEP-0045 §10.1.2)
+        el = await first.element()
+        if el.tag == "{jabber:client}presence" and el.get("from") == f"{room}/n0":
+            if el.get("type") == "error":
+                raise LoginError("room join refused")
+            raw = xs.etree.tostring(el)
+            if _CREATED.search(raw):
+                form = f"<query xmlns='{xs.NS_MUC_OWNER}'><x xmlns='{xs.NS_DATA}' type='submit'/></query>"
+                first.send(xs.iq("set", "cfg", form, to=room))
+                await first.wait_iq("cfg")
+            break
+    first.use_sink(_discard)
+    joined = [first]
+    for batch in itertools.batched(list(enumerate(sessions))[1:], max(1, opt.concurrency)):
+        results = await asyncio.gather(*(_join_one(s, join.format(nick=f"n{i}")) for i, s in batch))
+        for (_, s), ok in zip(batch, results, strict=True):
+            if ok:
+                joined.append(s)
+            else:
+                out.error(TimeoutError("MUC join timed out"))
+    return joined
+
+
+async def _join_one(session: Session, join: str) -> bool:
+    done = asyncio.get_running_loop().create_future()
+    tail = b""
+
+    def sink(data: bytes) -> None:
+        nonlocal tail
+        buf = tail + data
+        if _SELF_PRESENCE.search(buf) and not done.done():
+            done.set_result(True)
+        tail = buf[-16:]
+
+    session.use_sink(sink)
+    session.send(join.encode())
+    try:
+        async with asyncio.timeout(session.target.timeout):
+            await done
+    except TimeoutError:
+        return False
+    return True
+
+
+class RoomTraffic:
+    """Senders post groupchat messages; every occupant's sink counts deliveries. In max mode a sender
+    refills its window when its own message comes back (the room reflects it to the sender)."""
+
+    def __init__(self, opt: Options, occupants: list[Session], room: str, out: Outcome) -> None:
+        self.opt, self.occupants, self.out = opt, occupants, out
+        self.senders = occupants[: max(1, min(opt.senders, len(occupants)))]
+        self.sent = self.received = self.window_received = 0
+        self.recording = False
+        self.refilling = False
+        self.outstanding = [0] * len(self.senders)
+        pad = "x" * max(0, opt.body_size - 25)
+        self.head = f"<message to='{room}' type='groupchat'><body>bt:".encode()
+        self.tail = f":{pad}</body></message>".encode()
+        for k, s in enumerate(occupants):
+            s.use_sink(self._sink(k))
+
+    def _sink(self, k: int) -> Callable[[bytes], None]:
+        scanner = xs.MarkerScanner()
+        is_sender = k < len(self.senders)
+
+        def on_data(data: bytes) -> None:
+            stamps = scanner.feed(data)
+            if not stamps:
+                return
+            self.received += len(stamps)
+            if self.recording:
+                now = time.monotonic_ns()
+                self.window_received += len(stamps)
+                self.out.latencies_us.extend([(now - t) // 1000 for t in stamps])
+            if is_sender:
+                # Our own reflections are the stamps we sent; others' messages also pass here, so
+                # count only as many as we have outstanding.
+                self.outstanding[k] = max(0, self.outstanding[k] - len(stamps))
+                if self.refilling:
+                    self.refill(k)
+
+        return on_data
+
+    def start_max(self) -> None:
+        self.refilling = True
+        for k in range(len(self.senders)):
+            self.refill(k)
+
+    def refill(self, k: int) -> None:
+        room = self.opt.window - self.outstanding[k]
+        if room > 0:
+            msg = self.head + str(time.monotonic_ns()).encode() + self.tail
+            self.senders[k].transport.write(msg * room)
+            self.outstanding[k] += room
+            self.sent += room
+
+    async def fixed_rate(self, seconds: float) -> None:
+        rate = self.opt.rate
+        start = time.monotonic_ns()
+        total, k = int(rate * seconds), 0
+        while k < total:
+            due = min(total, int((time.monotonic_ns() - start) * rate / 1e9) + 1)
+            for j in range(k, due):
+                intended = start + int(j * 1e9 / rate)
+                self.senders[j % len(self.senders)].transport.write(
+                    self.head + str(intended).encode() + self.tail
+                )
+            self.sent += due - k
+            k = due
+            await asyncio.sleep(0.0005)
+
+    async def drain(self, occupants: int, limit_s: float = 5.0) -> None:
+        self.refilling = False
+        deadline = time.monotonic() + limit_s
+        while self.received < self.sent * occupants and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+
+# --- 5. MAM page query --------------------------------------------------------------------------------
+
+_COUNT = re.compile(rb"<count>(\d+)</count>")
+
+
+async def run_mam(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    opt = ctx[0]
+    out = Outcome()
+    sessions = await login_many(ctx, [opt.first, opt.first + 1], out, roster=False)
+    if len(sessions) < 2:
+        close_all(sessions)
+        return out
+    owner, partner = sessions[opt.first], sessions[opt.first + 1]
+    pager = MamPager(owner, opt.mam_page)
+    try:
+        total = await pager.query()
+        if total < opt.mam_fill:
+            await _fill_archive(opt, owner, partner, opt.mam_fill - total)
+            total = await pager.query()
+        out.info["archive_count"] = total
+        async with measuring(meter, out):
+            deadline = time.monotonic() + opt.duration
+            for _ in range(opt.count):
+                if time.monotonic() > deadline:
+                    break
+                t0 = time.perf_counter_ns()
+                await pager.query()
+                out.latencies_us.append((time.perf_counter_ns() - t0) // 1000)
+    except (OSError, TimeoutError, LoginError) as exc:
+        out.error(exc)
+    out.counts["queries"] = len(out.latencies_us)
+    out.counts["results_per_page"] = pager.last_results
+    close_all(sessions)
+    return out
+
+
+class MamPager:
+    """XEP-0313 query for the last page of `page` messages; waits for the closing iq by scanning bytes
+    (the 50 forwarded messages are counted, not parsed, so the client adds little to the latency)."""
+
+    def __init__(self, session: Session, page: int) -> None:
+        self.session, self.page = session, page
+        self.seq = 0
+        self.buf = b""
+        self.waiting: asyncio.Future[bytes] | None = None
+        self.marker = re.compile(b"^$")
+        self.last_results = 0
+        session.use_sink(self._sink)
+
+    def _sink(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiting is None or self.waiting.done():
+            self.buf = self.buf[-64:]
+            return
+        m = self.marker.search(self.buf)
+        if m is not None and (self.buf.endswith(b"/>", 0, m.end() + 2) or b"</iq>" in self.buf[m.end() :]):
+            self.waiting.set_result(self.buf)
+            self.buf = b""
+
+    async def query(self) -> int:
+        """Returns the archive size the server reports (0 if it reports none)."""
+        self.seq += 1
+        qid = f"mq{self.seq}x"
+        self.marker = re.compile(rb"<iq[^>]*\sid=['\"]" + qid.encode() + rb"['\"][^>]*>")
+        self.buf = b""
+        self.waiting = asyncio.get_running_loop().create_future()
+        rsm = f"<set xmlns='{xs.NS_RSM}'><max>{self.page}</max><before/></set>"
+        self.session.send(xs.iq("set", qid, f"<query xmlns='{xs.NS_MAM}' queryid='{qid}'>{rsm}</query>"))
+        async with asyncio.timeout(self.session.target.timeout):
+            raw = await self.waiting
+        if b"type='error'" in raw or b'type="error"' in raw:
+            raise LoginError("MAM query refused (is the archive enabled on this host?)")
+        self.last_results = raw.count(b"<forwarded")
+        m = _COUNT.search(raw)
+        return int(m.group(1)) if m else self.last_results
+
+
+async def _fill_archive(opt: Options, owner: Session, partner: Session, n: int) -> None:
+    """partner sends n chat messages to owner, pipelined; waits (bounded) until owner has them all."""
+    got = 0
+    scanner = xs.MarkerScanner()
+    done = asyncio.get_running_loop().create_future()
+    sink = owner.proto.sink
+
+    def count(data: bytes) -> None:
+        nonlocal got
+        got += len(scanner.feed(data))
+        if got >= n and not done.done():
+            done.set_result(None)
+
+    owner.use_sink(count)
+    head = f"<message to='{owner.jid}' type='chat'><body>bt:".encode()
+    for start in range(0, n, 100):
+        msg = head + f"{time.monotonic_ns()}:fill</body></message>".encode()
+        partner.transport.write(msg * min(100, n - start))
+        await asyncio.sleep(0.01)  # let the owner's reads interleave: a paced writer, not a flood
+    async with asyncio.timeout(max(10.0, n / 200)):
+        await done
+    if sink is not None:
+        owner.use_sink(sink)
+
+
+SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Awaitable[Outcome]]] = {
+    "prime": run_prime,
+    "logins": run_logins,
+    "messages": run_messages,
+    "idle": run_idle,
+    "muc": run_muc,
+    "mam": run_mam,
+    "cross-node": run_messages,
+}
+
+
+def default_context(opt: Options, cache: KeyCache) -> Context:
+    return (opt, cache, client_ssl_context())

@@ -1,0 +1,152 @@
+"""Sans-IO XMPP stream framing for the load generator: bytes in, whole top-level elements out.
+
+lxml's XMLPullParser is fed whatever the socket gave; a depth counter tells when a child of
+<stream:stream> is complete, and the root is emptied after each one so a long stream stays small.
+After the login the hot paths stop parsing and only scan for body markers (see MarkerScanner),
+because the load generator must stay cheaper than the server it measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from lxml import etree
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_CLIENT = "jabber:client"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_ROSTER = "jabber:iq:roster"
+NS_PING = "urn:xmpp:ping"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+NS_MAM = "urn:xmpp:mam:2"
+NS_RSM = "http://jabber.org/protocol/rsm"
+NS_DATA = "jabber:x:data"
+STREAM_END = b"</stream:stream>"
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    attrs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    pass
+
+
+Event = StreamOpened | StreamClosed | etree._Element
+
+
+class StreamError(Exception):
+    """The peer sent XML we cannot parse, or a <stream:error/>."""
+
+
+class Framer:
+    """Feed bytes, get StreamOpened, complete top-level elements, then StreamClosed."""
+
+    def __init__(self) -> None:
+        self._parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True)
+        self._depth = 0
+        self._root: etree._Element | None = None
+
+    def feed(self, data: bytes) -> list[Event]:
+        try:
+            self._parser.feed(data)
+            return list(self._events())
+        except etree.XMLSyntaxError as exc:
+            raise StreamError(str(exc)) from exc
+
+    def _events(self) -> Iterator[Event]:
+        for kind, elem in self._parser.read_events():
+            if kind == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    self._root = elem
+                    yield StreamOpened(dict(elem.attrib))
+                continue
+            self._depth -= 1
+            if self._depth == 0:
+                yield StreamClosed()
+            elif self._depth == 1:
+                if self._root is not None:
+                    self._root.remove(elem)  # keep the tree at one stanza: why the depth counter exists
+                yield elem
+
+
+def stream_header(domain: str) -> bytes:
+    return (
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+        f"xmlns:stream='{NS_STREAM}' to={quoteattr(domain)} version='1.0'>"
+    ).encode()
+
+
+def qname(ns: str, local: str) -> str:
+    return f"{{{ns}}}{local}"
+
+
+def sasl_auth(mechanism: str, payload_b64: str) -> bytes:
+    return f"<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{payload_b64}</auth>".encode()
+
+
+def sasl_response(payload_b64: str) -> bytes:
+    return f"<response xmlns='{NS_SASL}'>{payload_b64}</response>".encode()
+
+
+def iq(iq_type: str, iq_id: str, payload: str, to: str | None = None) -> bytes:
+    to_attr = f" to={quoteattr(to)}" if to else ""
+    return f"<iq type='{iq_type}' id='{iq_id}'{to_attr}>{payload}</iq>".encode()
+
+
+def bind(resource: str) -> bytes:
+    return iq("set", "bind", f"<bind xmlns='{NS_BIND}'><resource>{escape(resource)}</resource></bind>")
+
+
+def chat(to: str, body: str, msg_type: str = "chat") -> bytes:
+    return f"<message to={quoteattr(to)} type='{msg_type}'><body>{escape(body)}</body></message>".encode()
+
+
+# Latency stamps travel inside <body> as "bt:<monotonic ns>:". CLOCK_MONOTONIC is system-wide on
+# Linux, so sender and receiver may be different processes of the same load generator.
+MARKER = b"bt:"
+
+
+def stamp_body(t_ns: int, padding: str) -> str:
+    return f"bt:{t_ns}:{padding}"
+
+
+class MarkerScanner:
+    """Counts body markers in a byte stream without parsing XML; returns their timestamps.
+
+    A marker can be split across reads, so the unscanned tail (at most one marker long) is kept.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.closed = False
+
+    def feed(self, data: bytes) -> list[int]:
+        buf = self._tail + data if self._tail else data
+        stamps: list[int] = []
+        consumed = 0
+        pos = buf.find(MARKER)
+        while pos >= 0:
+            end = buf.find(b":", pos + 3)
+            if end < 0:
+                break
+            stamps.append(int(buf[pos + 3 : end]))
+            consumed = end + 1
+            pos = buf.find(MARKER, consumed)
+        if STREAM_END in buf:
+            self.closed = True
+        # Keep what a later read may complete: an unfinished marker, or enough bytes for a split
+        # "</stream:stream>", but never a marker already counted.
+        keep_from = pos if pos >= 0 else max(consumed, len(buf) - len(STREAM_END) + 1)
+        self._tail = buf[keep_from:]
+        return stamps

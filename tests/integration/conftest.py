@@ -1,0 +1,148 @@
+"""A real xmppd on loopback ports, and slixmpp clients that log in to it over TCP with
+STARTTLS (or Direct TLS) and SCRAM. Each test gets a fresh server on each storage backend."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import slixmpp
+
+from storage import Storage
+from xmppd.accounts import create_account
+from xmppd.config import load_config
+from xmppd.jid import parse_jid
+from xmppd.server import Server
+
+PASSWORD = "correct horse battery staple"
+TIMEOUT = 10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "xmppd.toml"
+    path.write_text(
+        f"""
+[server]
+hosts = ["localhost", "example.test"]
+data_dir = "{tmp_path / 'data'}"
+[c2s]
+interfaces = ["127.0.0.1"]
+port = {free_port()}
+direct_tls_port = {free_port()}
+max_stanza_size = 65536
+auth_timeout = 5
+[auth]
+max_failure_delay = 0.0
+[modules.register]
+allow_registration = true
+[modules.contact_addresses]
+abuse = ["mailto:abuse@localhost"]
+{extra}
+"""
+    )
+    return path
+
+
+class XmppServer:
+    """The running server plus helpers to make accounts and log clients in."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.clients: list[slixmpp.ClientXMPP] = []
+
+    @property
+    def port(self) -> int:
+        return self.server.ports["c2s"]
+
+    @property
+    def direct_tls_port(self) -> int:
+        return self.server.ports["c2s_direct_tls"]
+
+    async def account(self, jid: str, password: str = PASSWORD) -> str:
+        assert await create_account(self.server.storage, parse_jid(jid), password)
+        return jid
+
+    def client(self, jid: str, password: str = PASSWORD, *, direct_tls: bool = False,
+               plugins: tuple[str, ...] = ()) -> Client:
+        xmpp = Client(jid, password)
+        xmpp.ssl_context.check_hostname = False
+        xmpp.ssl_context.verify_mode = ssl.CERT_NONE
+        xmpp.enable_direct_tls = direct_tls
+        xmpp.enable_starttls = not direct_tls
+        xmpp.enable_plaintext = False
+        for plugin in plugins:
+            xmpp.register_plugin(plugin)
+        self.clients.append(xmpp)
+        return xmpp
+
+    async def login(self, jid: str, password: str = PASSWORD, *, presence: bool = True,
+                    direct_tls: bool = False, plugins: tuple[str, ...] = ()) -> Client:
+        """Connect, authenticate, bind and (by default) send initial presence."""
+        xmpp = self.client(jid, password, direct_tls=direct_tls, plugins=plugins)
+        started = xmpp.wait_for("session_start")
+        xmpp.connect("127.0.0.1", self.direct_tls_port if direct_tls else self.port)
+        await asyncio.wait_for(started, TIMEOUT)
+        if presence:
+            xmpp.send_presence()
+        return xmpp
+
+
+class Client(slixmpp.ClientXMPP):
+    """slixmpp with queues of what arrives, so tests wait for stanzas, never for time."""
+
+    def __init__(self, jid: str, password: str) -> None:
+        super().__init__(jid, password)
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.presences: asyncio.Queue[Any] = asyncio.Queue()
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("presence", self.presences.put_nowait)
+
+    def wait_for(self, event: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(data: Any) -> None:
+            if not future.done():
+                future.set_result(data)
+
+        self.add_event_handler(event, done, disposable=True)
+        return future
+
+    async def next_message(self, match: Callable[[Any], bool] = lambda m: True) -> Any:
+        """The next message (skipping those `match` rejects, e.g. bare chat states)."""
+        while True:
+            message = await asyncio.wait_for(self.messages.get(), TIMEOUT)
+            if match(message):
+                return message
+
+    async def next_presence(self, match: Callable[[Any], bool] = lambda p: True) -> Any:
+        while True:
+            presence = await asyncio.wait_for(self.presences.get(), TIMEOUT)
+            if match(presence):
+                return presence
+
+
+@pytest.fixture
+async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
+    """A started server on a migrated database of each backend (see tests/conftest.py)."""
+    server = Server(load_config(write_config(tmp_path)), storage=storage)
+    await server.start()
+    running = XmppServer(server)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            client.disconnect(wait=False)  # type: ignore[no-untyped-call]
+        await server.stop()
+        for client in running.clients:
+            await client.disconnected

@@ -1,0 +1,306 @@
+"""Configuration: a TOML file turned into frozen dataclasses, validated before anything starts.
+
+Every mistake is reported with the file, the key, the value and what is allowed, and the
+server does not start half-configured. Module options (`[modules.<name>]`) are validated
+against the `OPTIONS` each module declares. Relative paths are taken from the directory the
+server is started in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xmppd.jid import InvalidJID, parse_jid
+from xmppd.module import Option, load_module
+
+# Always loaded: the RFC 6120/6121 core. `[server] modules` lists the optional ones.
+CORE_MODULES = ("iq", "message", "presence", "roster", "disco", "legacy_session")
+DEFAULT_MODULES = ("ping", "version", "register", "caps", "contact_addresses")
+MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"{source}: {key} = {value!r} is not valid: {allowed}")
+        self.source = source
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    cert: Path
+    key: Path
+
+
+ALL_INTERFACES = ("0.0.0.0", "::")
+DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/xmppd"
+
+
+@dataclass(frozen=True, slots=True)
+class C2SConfig:
+    interfaces: tuple[str, ...] = ALL_INTERFACES
+    port: int = 5222
+    direct_tls_port: int = 5223  # 0 turns XEP-0368 Direct TLS off
+    require_encryption: bool = True
+    max_stanza_size: int = 256 * 1024
+    auth_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_ip: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    min_version: str = "1.2"
+    certificates: Mapping[str, Certificate] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    mechanisms: tuple[str, ...] = MECHANISMS
+    scram_iterations: int = 4096
+    max_failures_per_stream: int = 3
+    # Failed logins from one address are answered ever more slowly, up to this many seconds.
+    max_failure_delay: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = "sqlite"
+    sqlite_path: str = "xmppd.sqlite3"  # inside data_dir unless absolute
+    postgres_dsn: str = DEFAULT_POSTGRES_DSN
+    postgres_schema: str = "public"
+    pool_size: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str = "<defaults>"
+    hosts: tuple[str, ...] = ("localhost",)
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+    modules: tuple[str, ...] = DEFAULT_MODULES
+    module_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    @property
+    def all_modules(self) -> tuple[str, ...]:
+        return CORE_MODULES + tuple(m for m in self.modules if m not in CORE_MODULES)
+
+    @property
+    def sqlite_file(self) -> Path:
+        path = Path(self.storage.sqlite_path)
+        return path if path.is_absolute() else self.data_dir / path
+
+    def options_for(self, module: str) -> Mapping[str, Any]:
+        return self.module_options.get(module, {})
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; None gives the built-in defaults."""
+    if path is None:
+        return _build({}, "<defaults>")
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", source, "the file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", str(exc), "the file must be valid TOML") from None
+    return _build(raw, source)
+
+
+class _Reader:
+    """Takes typed values out of one TOML table, remembering which keys it used."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, default: Any, kind: type | tuple[type, ...], allowed: str) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python, never in a config file.
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise ConfigError(self.source, self.key(name), value, allowed)
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.get(name, default, str, "one of " + ", ".join(choices))
+        if value not in choices:
+            raise ConfigError(self.source, self.key(name), value, "one of " + ", ".join(choices))
+        return str(value)
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int = 2**31) -> int:
+        allowed = f"a whole number from {minimum} to {maximum}"
+        value = self.get(name, default, int, allowed)
+        if not minimum <= value <= maximum:
+            raise ConfigError(self.source, self.key(name), value, allowed)
+        return int(value)
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        allowed = f"a number of at least {minimum}"
+        value = self.get(name, default, (int, float), allowed)
+        if value < minimum:
+            raise ConfigError(self.source, self.key(name), value, allowed)
+        return float(value)
+
+    def strings(self, name: str, default: tuple[str, ...], allowed: str = "a list of strings") -> tuple[str, ...]:
+        value = self.get(name, default, (list, tuple), allowed)
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(self.source, self.key(name), value, allowed)
+        return tuple(value)
+
+    def table_(self, name: str) -> Mapping[str, Any]:
+        return self.get(name, {}, dict, "a table")  # type: ignore[no-any-return]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigError(
+                self.source, self.key(unknown[0]), self.table[unknown[0]],
+                "unknown key; known keys here: " + ", ".join(sorted(self.used)),
+            )
+
+
+def _build(raw: Mapping[str, Any], source: str) -> Config:
+    top = _Reader(source, raw, "")
+    server = _Reader(source, top.table_("server"), "server")
+    hosts = _hosts(server)
+    config = Config(
+        source=source,
+        hosts=hosts,
+        data_dir=Path(server.get("data_dir", "data", str, "a directory path")),
+        log_level=server.choice("log_level", "info", LOG_LEVELS),
+        modules=server.strings("modules", DEFAULT_MODULES, "a list of module names"),
+        c2s=_c2s(_Reader(source, top.table_("c2s"), "c2s")),
+        tls=_tls(_Reader(source, top.table_("tls"), "tls"), hosts),
+        auth=_auth(_Reader(source, top.table_("auth"), "auth")),
+        storage=_storage(_Reader(source, top.table_("storage"), "storage")),
+    )
+    server.finish()
+    modules = _Reader(source, top.table_("modules"), "modules")
+    config = _with_module_options(config, modules)
+    top.finish()
+    return config
+
+
+def _hosts(server: _Reader) -> tuple[str, ...]:
+    hosts = server.strings("hosts", ("localhost",), "a list of domain names")
+    if not hosts:
+        raise ConfigError(server.source, server.key("hosts"), [], "at least one domain name")
+    for host in hosts:
+        try:
+            jid = parse_jid(host)
+        except InvalidJID:
+            jid = None
+        if jid is None or not jid.is_domain or str(jid) != host:
+            raise ConfigError(server.source, server.key("hosts"), host, "lower-case domain names like 'example.org'")
+    return hosts
+
+
+def _c2s(reader: _Reader) -> C2SConfig:
+    config = C2SConfig(
+        interfaces=reader.strings("interfaces", ALL_INTERFACES, "a list of IP addresses to listen on"),
+        port=reader.integer("port", 5222, 1, 65535),
+        direct_tls_port=reader.integer("direct_tls_port", 5223, 0, 65535),
+        require_encryption=reader.get("require_encryption", True, bool, "true or false"),
+        max_stanza_size=reader.integer("max_stanza_size", 256 * 1024, 1024, 64 * 1024 * 1024),
+        auth_timeout=reader.number("auth_timeout", 30.0, 1.0),
+        max_connections=reader.integer("max_connections", 10000, 1),
+        max_connections_per_ip=reader.integer("max_connections_per_ip", 100, 1),
+    )
+    reader.finish()
+    return config
+
+
+def _tls(reader: _Reader, hosts: tuple[str, ...]) -> TLSConfig:
+    min_version = reader.choice("min_version", "1.2", ("1.2", "1.3"))
+    certificates: dict[str, Certificate] = {}
+    table = reader.table_("certificates")
+    for host, entry in table.items():
+        key = f"{reader.key('certificates')}.{host}"
+        if host not in hosts:
+            raise ConfigError(reader.source, key, host, "a host listed in server.hosts")
+        files = _Reader(reader.source, entry if isinstance(entry, dict) else {}, key)
+        if not isinstance(entry, dict):
+            raise ConfigError(reader.source, key, entry, "a table with cert and key")
+        cert = Path(files.get("cert", "", str, "the path of a PEM certificate chain"))
+        private = Path(files.get("key", "", str, "the path of a PEM private key"))
+        files.finish()
+        for name, file in (("cert", cert), ("key", private)):
+            if not file.is_file():
+                raise ConfigError(reader.source, f"{key}.{name}", str(file), "an existing readable file")
+        certificates[host] = Certificate(cert, private)
+    reader.finish()
+    return TLSConfig(min_version=min_version, certificates=certificates)
+
+
+def _auth(reader: _Reader) -> AuthConfig:
+    mechanisms = reader.strings("mechanisms", MECHANISMS, "a list from " + ", ".join(MECHANISMS))
+    for mechanism in mechanisms:
+        if mechanism not in MECHANISMS:
+            raise ConfigError(reader.source, reader.key("mechanisms"), mechanism, "one of " + ", ".join(MECHANISMS))
+    config = AuthConfig(
+        mechanisms=mechanisms,
+        scram_iterations=reader.integer("scram_iterations", 4096, 4096, 10_000_000),
+        max_failures_per_stream=reader.integer("max_failures_per_stream", 3, 1, 100),
+        max_failure_delay=reader.number("max_failure_delay", 5.0, 0.0),
+    )
+    reader.finish()
+    return config
+
+
+def _storage(reader: _Reader) -> StorageConfig:
+    config = StorageConfig(
+        backend=reader.choice("backend", "sqlite", ("sqlite", "postgresql")),
+        sqlite_path=reader.get("sqlite_path", "xmppd.sqlite3", str, "a file path"),
+        postgres_dsn=reader.get("postgres_dsn", DEFAULT_POSTGRES_DSN, str, "a postgresql:// URL"),
+        postgres_schema=reader.get("postgres_schema", "public", str, "a schema name"),
+        pool_size=reader.integer("pool_size", 10, 1, 1000),
+    )
+    reader.finish()
+    return config
+
+
+def _with_module_options(config: Config, modules: _Reader) -> Config:
+    options: dict[str, dict[str, Any]] = {}
+    for name in config.all_modules:
+        try:
+            declared: Mapping[str, Option] = getattr(load_module(name), "OPTIONS", {})
+        except ImportError as exc:
+            raise ConfigError(config.source, "server.modules", name, f"an installed module ({exc})") from None
+        reader = _Reader(config.source, modules.table_(name), f"modules.{name}")
+        options[name] = {key: _module_option(reader, key, option) for key, option in declared.items()}
+        reader.finish()
+    modules.finish()
+    return dataclasses.replace(config, module_options=options)
+
+
+def _module_option(reader: _Reader, key: str, option: Option) -> Any:
+    if option.choices is not None:
+        return reader.choice(key, option.default, option.choices)
+    if option.minimum is not None:
+        return reader.integer(key, option.default, option.minimum)
+    names = " or ".join(t.__name__ for t in option.types)
+    value = reader.get(key, option.default, option.types, f"{names}: {option.doc}")
+    if isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(reader.source, reader.key(key), value, f"a list of strings: {option.doc}")
+        return tuple(value)
+    return value

@@ -1,0 +1,73 @@
+"""RFC 6120 §4.9 stream errors and §8.3 stanza errors, turned into XML in one place."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+STREAMS_NS = "http://etherx.jabber.org/streams"
+STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
+STANZA_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+# RFC 6120 §8.3.3: the error type each defined condition is usually sent with.
+_DEFAULT_STANZA_ERROR_TYPES = {
+    "bad-request": "modify",
+    "conflict": "cancel",
+    "feature-not-implemented": "cancel",
+    "forbidden": "auth",
+    "gone": "cancel",
+    "internal-server-error": "cancel",
+    "item-not-found": "cancel",
+    "jid-malformed": "modify",
+    "not-acceptable": "modify",
+    "not-allowed": "cancel",
+    "not-authorized": "auth",
+    "policy-violation": "modify",
+    "recipient-unavailable": "wait",
+    "redirect": "modify",
+    "registration-required": "auth",
+    "remote-server-not-found": "cancel",
+    "remote-server-timeout": "wait",
+    "resource-constraint": "wait",
+    "service-unavailable": "cancel",
+    "subscription-required": "auth",
+    "undefined-condition": "cancel",
+    "unexpected-request": "wait",
+}
+
+
+class StreamError(Exception):
+    """A condition that ends the whole stream (RFC 6120 §4.9.3)."""
+
+    def __init__(self, condition: str, text: str | None = None) -> None:
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+
+    def to_xml(self) -> bytes:
+        error = etree.Element(f"{{{STREAMS_NS}}}error", nsmap={"stream": STREAMS_NS})
+        etree.SubElement(error, f"{{{STREAM_ERRORS_NS}}}{self.condition}", nsmap={None: STREAM_ERRORS_NS})
+        if self.text:
+            text = etree.SubElement(error, f"{{{STREAM_ERRORS_NS}}}text", nsmap={None: STREAM_ERRORS_NS})
+            text.text = self.text
+        return etree.tostring(error)
+
+
+class StanzaError(Exception):
+    """A condition answered with a type='error' stanza; the stream goes on (RFC 6120 §8.3)."""
+
+    def __init__(self, condition: str, text: str | None = None, error_type: str | None = None) -> None:
+        if condition not in _DEFAULT_STANZA_ERROR_TYPES:
+            raise ValueError(f"unknown stanza error condition {condition!r}")
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+        self.type = error_type or _DEFAULT_STANZA_ERROR_TYPES[condition]
+
+    def to_element(self, client_ns: str) -> etree._Element:
+        """The `<error/>` child for a stanza in the `client_ns` content namespace."""
+        error = etree.Element(f"{{{client_ns}}}error", {"type": self.type}, nsmap={None: client_ns})
+        etree.SubElement(error, f"{{{STANZA_ERRORS_NS}}}{self.condition}", nsmap={None: STANZA_ERRORS_NS})
+        if self.text:
+            text = etree.SubElement(error, f"{{{STANZA_ERRORS_NS}}}text", nsmap={None: STANZA_ERRORS_NS})
+            text.text = self.text
+        return error

@@ -1,0 +1,111 @@
+"""XEP-0030: Service Discovery (info and items), with XEP-0128 extended information and the
+XEP-0115 verification string that names this feature set (computed here, where the data is)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+from collections.abc import Iterable
+
+from lxml import etree
+
+from xmppd.host import Host, Identity
+from xmppd.module import ModuleAPI, Stanza, StanzaEvent
+from xmppd.stanza import element
+
+PROTOCOLS = [("XEP-0030", "2.5.0"), ("XEP-0128", "1.0")]
+INFO_NS = "http://jabber.org/protocol/disco#info"
+ITEMS_NS = "http://jabber.org/protocol/disco#items"
+DATA_NS = "jabber:x:data"
+CAPS_NODE = "https://xmppd.dev/caps"
+
+
+def setup(mod: ModuleAPI) -> None:
+    mod.add_identity("server", "im", "xmppd")
+    mod.add_feature(INFO_NS)
+    mod.add_feature(ITEMS_NS)
+    accounts = mod.server.storage.accounts
+
+    def host_info(ev: StanzaEvent) -> bool:
+        query = ev.stanza.payload()
+        assert query is not None
+        node = query.get("node")
+        if node is not None and node != f"{CAPS_NODE}#{caps_ver(ev.host)}":
+            return ev.error("item-not-found")
+        ev.respond(info_reply(ev, ev.host.identities, ev.host.features, ev.host.extensions, node))
+        return True
+
+    def host_items(ev: StanzaEvent) -> bool:
+        query = ev.stanza.payload()
+        assert query is not None
+        if query.get("node") is not None:
+            return ev.error("item-not-found")
+        reply = ev.stanza.reply()
+        element(f"{{{ITEMS_NS}}}query", parent=reply.element)
+        ev.respond(reply)
+        return True
+
+    async def account_info(ev: StanzaEvent) -> bool:
+        # XEP-0030 §3.1 / RFC 6121: the server answers for an account; a contact that is not
+        # subscribed learns nothing more than that the account exists.
+        stanza = ev.stanza
+        account = stanza.to.bare if stanza.to is not None else ev.origin.bare if ev.origin else None
+        assert account is not None and account.local is not None
+        payload = stanza.payload()
+        if payload is not None and payload.get("node") is not None:
+            return ev.error("item-not-found")
+        if not await accounts.exists(account.domain, account.local):
+            return ev.error("service-unavailable")
+        identities = [Identity("account", "registered")]
+        ev.respond(info_reply(ev, identities, ev.host.account_features, [], None))
+        return True
+
+    mod.on_iq("get", INFO_NS, "query", host_info)
+    mod.on_iq("get", ITEMS_NS, "query", host_items)
+    mod.on_iq("get", INFO_NS, "query", account_info, targets=("self", "bare"))
+
+
+def info_reply(
+    ev: StanzaEvent,
+    identities: Iterable[Identity],
+    features: Iterable[str],
+    forms: Iterable[etree._Element],
+    node: str | None,
+) -> Stanza:
+    reply = ev.stanza.reply()
+    query = element(f"{{{INFO_NS}}}query", {"node": node} if node else None, parent=reply.element)
+    for identity in sorted(identities):
+        attrib = {"category": identity.category, "type": identity.type}
+        if identity.name:
+            attrib["name"] = identity.name
+        element(f"{{{INFO_NS}}}identity", attrib, parent=query)
+    for feature in sorted(features):
+        element(f"{{{INFO_NS}}}feature", {"var": feature}, parent=query)
+    for form in forms:
+        query.append(copy.deepcopy(form))
+    return reply
+
+
+def caps_ver(host: Host) -> str:
+    """XEP-0115 §5.1 verification string of the host's disco#info (SHA-1, base64)."""
+    parts = []
+    for identity in sorted(host.identities):
+        parts.append(f"{identity.category}/{identity.type}//{identity.name or ''}<")
+    parts.extend(f"{feature}<" for feature in sorted(host.features))
+    for form in sorted(host.extensions, key=_form_type):
+        parts.append(f"{_form_type(form)}<")
+        fields = [f for f in form.iter(f"{{{DATA_NS}}}field") if f.get("var") != "FORM_TYPE"]
+        for field in sorted(fields, key=lambda f: f.get("var", "")):
+            parts.append(f"{field.get('var')}<")
+            values = sorted(v.text or "" for v in field.iter(f"{{{DATA_NS}}}value"))
+            parts.extend(f"{value}<" for value in values)
+    digest = hashlib.sha1("".join(parts).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _form_type(form: etree._Element) -> str:
+    for field in form.iter(f"{{{DATA_NS}}}field"):
+        if field.get("var") == "FORM_TYPE":
+            return field.findtext(f"{{{DATA_NS}}}value") or ""
+    return ""

@@ -1,0 +1,224 @@
+"""The server: owns the config, hosts, sessions, router, storage and listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+import storage as storage_api
+from xmppd.config import Config
+from xmppd.errors import StreamError
+from xmppd.host import Host
+from xmppd.jid import JID
+from xmppd.module import ModuleAPI, load_module
+from xmppd.negotiation import Policy
+from xmppd.router import Router
+from xmppd.session import Output, Session
+from xmppd.sessions import SessionRegistry
+from xmppd.throttle import AuthThrottle
+from xmppd.tls import TLSContexts
+from xmppd.xml import STREAM_CLOSE
+
+if TYPE_CHECKING:
+    from storage import Storage
+    from xmppd.net import Connection
+
+log = logging.getLogger("xmppd")
+
+
+@dataclass(slots=True)
+class SessionEvent:
+    """What `session-bound` and `session-ended` handlers get."""
+
+    session: Session
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class PreAuthEvent:
+    """An iq before authentication (XEP-0077 registration): `reply` sends on that stream."""
+
+    host: Host
+    element: etree._Element
+    output: Output
+    address: str
+
+    def reply(self, element: etree._Element) -> None:
+        self.output.write(etree.tostring(element))
+
+
+class Server:
+    def __init__(self, config: Config, storage: Storage | None = None) -> None:
+        self.config = config
+        self._given_storage = storage
+        self.storage: Storage = storage  # type: ignore[assignment]  # set in start()
+        self.hosts: dict[str, Host] = {name: Host(name) for name in config.hosts}
+        self.sessions = SessionRegistry()
+        self.router = Router(self)
+        self.throttle = AuthThrottle(config.auth.max_failure_delay)
+        self.negotiation_policy = Policy(
+            served=self.hosts.__contains__,
+            tls_available=True,
+            require_encryption=config.c2s.require_encryption,
+            mechanisms=config.auth.mechanisms,
+            max_auth_failures=config.auth.max_failures_per_stream,
+            features=self._stream_features,
+        )
+        self.tls: TLSContexts
+        self.listeners: list[asyncio.Server] = []
+        self.ports: dict[str, int] = {}
+        self._connections: dict[str, int] = {}
+        self.connections: set[Connection] = set()
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.storage = self._given_storage or await open_configured_storage(self.config)
+        await prepare_schema(self.storage)
+        self.tls = TLSContexts(self.config)
+        for host in self.hosts.values():
+            await self._load_modules(host)
+        await self._listen()
+        log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
+
+    async def _load_modules(self, host: Host) -> None:
+        for name in self.config.all_modules:
+            api = ModuleAPI(name, host, self, self.config.options_for(name))
+            result = load_module(name).setup(api)
+            if inspect.isawaitable(result):
+                await result
+            host.modules[name] = api
+
+    async def _listen(self) -> None:
+        from xmppd.net import listen
+
+        c2s = self.config.c2s
+        plan = [("c2s", c2s.port, False)]
+        if c2s.direct_tls_port:
+            plan.append(("c2s_direct_tls", c2s.direct_tls_port, True))
+        for name, port, direct in plan:
+            listener = await listen(self, c2s.interfaces, port, direct_tls=direct)
+            self.listeners.append(listener)
+            self.ports[name] = listener.sockets[0].getsockname()[1]
+
+    def _describe_ports(self) -> str:
+        return ", ".join(f"{name} port {port}" for name, port in self.ports.items())
+
+    async def stop(self) -> None:
+        """Close every stream with system-shutdown (RFC 6120 §4.9.3.17), then the listeners."""
+        for listener in self.listeners:
+            listener.close()
+        shutdown = StreamError("system-shutdown", "the server is stopping")
+        for connection in list(self.connections):
+            connection.shutdown(shutdown)
+        tasks = [c.task for c in self.connections if c.task is not None]
+        if tasks:
+            # Closing the transports ends each connection's read loop; give them a moment.
+            _done, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+        for session in self.sessions.all():
+            await self.session_ended(session, "server shutdown")
+        for host in self.hosts.values():
+            for module in host.modules.values():
+                module.unload()
+        if self._given_storage is None:
+            await self.storage.close()
+        log.info("xmppd stopped")
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        # Everything allocated so far lives as long as the server: keep it out of the
+        # collector's generations so that GC pauses stay out of message latency.
+        gc.collect()
+        gc.freeze()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._stopping.set)
+        await self._stopping.wait()
+        await self.stop()
+
+    # -- connections ------------------------------------------------------------------------
+    def admit(self, address: str) -> str | None:
+        """Count a new connection; a reason to refuse it when over the limits."""
+        limits = self.config.c2s
+        if sum(self._connections.values()) >= limits.max_connections:
+            return "too many connections"
+        if self._connections.get(address, 0) >= limits.max_connections_per_ip:
+            return "too many connections from this address"
+        self._connections[address] = self._connections.get(address, 0) + 1
+        return None
+
+    def release(self, address: str) -> None:
+        count = self._connections.get(address, 0) - 1
+        if count > 0:
+            self._connections[address] = count
+        else:
+            self._connections.pop(address, None)
+
+    def _stream_features(self, stage: str, domain: str) -> list[bytes]:
+        host = self.hosts.get(domain)
+        if host is None:
+            return []
+        providers = host.pre_auth_features if stage == "pre-auth" else host.stream_features
+        features = (provider(None) for provider in providers)
+        return [etree.tostring(feature) for feature in features if feature is not None]
+
+    # -- sessions -----------------------------------------------------------------------------
+    async def bind(self, jid: JID, output: Output, address: str) -> Session:
+        """Bind a resource; a session on the same full JID is replaced (RFC 6120 §7.7.2.2)."""
+        host = self.hosts[jid.domain]
+        if jid.resource is None:
+            jid = jid.with_resource(self.sessions.free_resource(jid))
+        session = Session(host, jid, output, address)
+        replaced = self.sessions.bind(session)
+        if replaced is not None:
+            replaced.close(StreamError("conflict", "replaced by a new session").to_xml() + STREAM_CLOSE)
+            await self._ended(replaced, "replaced by a new session")
+        log.info("bound %s from %s", jid, address)
+        await host.hooks.fire("session-bound", SessionEvent(session))
+        return session
+
+    async def session_ended(self, session: Session, reason: str) -> None:
+        if self.sessions.unbind(session):
+            await self._ended(session, reason)
+
+    async def _ended(self, session: Session, reason: str) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        log.info("disconnected %s: %s", session.jid, reason)
+        await session.host.hooks.fire("session-ended", SessionEvent(session, reason))
+
+    async def pre_auth_stanza(self, domain: str, element: etree._Element, output: Output, address: str) -> None:
+        host = self.hosts[domain]
+        event = PreAuthEvent(host, element, output, address)
+        if not await host.hooks.fire("pre-auth-iq", event):
+            raise StreamError("not-authorized", "authenticate before sending stanzas")
+
+
+async def open_configured_storage(config: Config) -> Storage:
+    settings = config.storage
+    return await storage_api.open_storage(
+        settings.backend,
+        sqlite_path=str(config.sqlite_file),
+        postgres_dsn=settings.postgres_dsn,
+        postgres_schema=settings.postgres_schema,
+        pool_size=settings.pool_size,
+    )
+
+
+async def prepare_schema(storage: Storage) -> None:
+    """A fresh, empty database is set up on first start (the one-command start); an existing
+    one at another version is refused with what to run (storage.check_schema says it)."""
+    if await storage.schema_version() == 0:
+        applied = await storage.migrate()
+        log.info("created the database schema (migrations %s)", ", ".join(map(str, applied)))
+    await storage.check_schema()

@@ -1,0 +1,112 @@
+"""TLS for client streams: per-host certificates chosen by SNI, TLS 1.2+ only, and a
+self-signed fallback generated on first start (RFC 7590 recommendations; XEP-0368 ALPN)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from xmppd.config import Config
+
+log = logging.getLogger("xmppd.tls")
+ALPN_C2S = "xmpp-client"
+
+
+def self_signed(data_dir: Path, hosts: tuple[str, ...]) -> tuple[Path, Path]:
+    """The fallback certificate for hosts without one, made once and kept in the data directory."""
+    cert_file, key_file = data_dir / "selfsigned.crt", data_dir / "selfsigned.key"
+    if cert_file.exists() and key_file.exists() and _covers(cert_file, hosts):
+        return cert_file, key_file
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(host) for host in hosts]
+    names += [x509.DNSName(f"*.{host}") for host in hosts if "." in host]
+    if "localhost" in hosts:
+        names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(key_bytes)
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    log.warning(
+        "generated a self-signed certificate for %s in %s; clients will warn about it: "
+        "configure [tls.certificates] for real use", ", ".join(hosts), cert_file,
+    )
+    return cert_file, key_file
+
+
+def _covers(cert_file: Path, hosts: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return set(hosts) <= set(names.get_values_for_type(x509.DNSName))
+
+
+def _context(cert: Path, key: Path, min_version: str, alpn: bool) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.options |= ssl.OP_NO_COMPRESSION
+    if alpn:
+        context.set_alpn_protocols([ALPN_C2S])
+    return context
+
+
+class TLSContexts:
+    """One SSLContext per host; the SNI callback switches to the one the client asks for."""
+
+    def __init__(self, config: Config) -> None:
+        missing = tuple(h for h in config.hosts if h not in config.tls.certificates)
+        fallback = self_signed(config.data_dir, missing or config.hosts) if missing else None
+        self._by_host: dict[str, ssl.SSLContext] = {}
+        self._direct_by_host: dict[str, ssl.SSLContext] = {}
+        for host in config.hosts:
+            entry = config.tls.certificates.get(host)
+            files = (entry.cert, entry.key) if entry else fallback
+            assert files is not None
+            self._by_host[host] = _context(*files, config.tls.min_version, alpn=False)
+            self._direct_by_host[host] = _context(*files, config.tls.min_version, alpn=True)
+        self.default_host = config.hosts[0]
+        for contexts in (self._by_host, self._direct_by_host):
+            for context in contexts.values():
+                context.sni_callback = self._choose(contexts)
+
+    def _choose(self, contexts: dict[str, ssl.SSLContext]) -> ssl._SNICallback:
+        def callback(sock: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+            if server_name and server_name.lower() in contexts:
+                sock.context = contexts[server_name.lower()]
+            return None
+
+        return callback  # type: ignore[return-value]
+
+    def starttls(self, host: str | None) -> ssl.SSLContext:
+        return self._by_host.get(host or "", self._by_host[self.default_host])
+
+    def direct(self) -> ssl.SSLContext:
+        return self._direct_by_host[self.default_host]
