@@ -162,10 +162,10 @@ def _local_addr(target: Target) -> tuple[str, int] | None:
     return (target.source_ips[next(_source_counter) % len(target.source_ips)], 0)
 
 
-async def open_stream(session: Session) -> etree._Element:
+async def open_stream(session: Session, from_jid: str = "") -> etree._Element:
     """Sends a stream header, returns <stream:features/>."""
     session.proto.framer = xs.Framer()
-    session.send(xs.stream_header(session.target.domain))
+    session.send(xs.stream_header(session.target.domain, from_jid))
     ev = await session.recv()
     if not isinstance(ev, xs.StreamOpened):
         raise LoginError("expected a stream header")
@@ -266,12 +266,15 @@ async def login(
     started = time.perf_counter()
     session = await connect(target, ssl_ctx)
     try:
-        features = await open_stream(session)
-        if target.tls == "starttls":
-            assert ssl_ctx is not None
-            features = await starttls(session, features, ssl_ctx)
-        await authenticate(session, features, account, cache)
-        features = await open_stream(session)
+        if target.mechanism == "none":  # the floor router: no TLS, no SASL, identity in the header
+            features = await open_stream(session, f"{account.user}@{target.domain}")
+        else:
+            features = await open_stream(session)
+            if target.tls == "starttls":
+                assert ssl_ctx is not None
+                features = await starttls(session, features, ssl_ctx)
+            await authenticate(session, features, account, cache)
+            features = await open_stream(session)
         await bind_resource(session, features, account.resource)
         if roster:
             session.send(xs.iq("get", "roster", f"<query xmlns='{xs.NS_ROSTER}'/>"))

@@ -62,14 +62,16 @@ def sample(roots: list[int], tree: bool = True) -> Sample:
     pids = descendants(roots) if tree else roots
     cpu = 0.0
     rss = 0
+    alive = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is None:
             continue
+        alive += 1
         # utime and stime are fields 14 and 15 of /proc/PID/stat, i.e. 11 and 12 after the name.
         cpu += (int(fields[11]) + int(fields[12])) / TICKS
         rss += rss_kb(pid)
-    return Sample(cpu, rss, len(pids))
+    return Sample(cpu, rss, alive)
 
 
 def cpu_pct(before: Sample, after: Sample, wall_s: float) -> float:

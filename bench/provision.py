@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -184,9 +185,83 @@ async def write_sql(flavor: str, dsn: str, plan: Plan, keys: list[ScramKeys]) ->
         await conn.close()
 
 
+def archive_messages(domain: str, owner: str, peer: str, n: int) -> Iterator[tuple[int, str, str]]:
+    """(index, stanza, body) for an archive of n chat messages, alternately in and out, 100 bytes."""
+    for i in range(n):
+        frm, to = (peer, owner) if i % 2 == 0 else (owner, peer)
+        body = f"archived message {i:07d} " + "x" * 74
+        stanza = (
+            f"<message xmlns='jabber:client' from='{frm}@{domain}/bench' to='{to}@{domain}/bench' "
+            f"type='chat' id='a{i}'><body>{body}</body></message>"
+        )
+        yield i, stanza, body
+
+
+async def write_archive(flavor: str, dsn: str, domain: str, n: int, *, owner: str, peer: str) -> int:
+    """Fills owner's archive to n messages with a COPY (the issue's 1,000,000-message archive takes
+    seconds this way, and hours through a server that archives at 1k messages/s). Returns rows added."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if flavor == "prosody-archive":
+            have = await conn.fetchval(
+                "SELECT count(*) FROM prosodyarchive WHERE host=$1 AND \"user\"=$2 AND store='archive'",
+                domain,
+                owner,
+            )
+        else:
+            have = await conn.fetchval(
+                "SELECT count(*) FROM archive WHERE server_host=$1 AND username=$2", domain, owner
+            )
+        if have >= n:
+            return 0
+        start = int(time.time()) - n  # one message a second, ending now
+        rows: list[tuple[object, ...]]
+        if flavor == "prosody-archive":
+            rows = [
+                (domain, owner, "archive", f"bench-{start}-{i}", start + i, f"{peer}@{domain}", "xml", stanza)
+                for i, stanza, _ in archive_messages(domain, owner, peer, n - have)
+            ]
+            cols = ["host", "user", "store", "key", "when", "with", "type", "value"]
+            await conn.copy_records_to_table("prosodyarchive", records=rows, columns=cols)
+        else:
+            # ejabberd uses the microsecond timestamp as the archive id: it must be unique per user.
+            rows = [
+                (
+                    owner,
+                    domain,
+                    (start + i) * 1_000_000,
+                    f"{peer}@{domain}/bench",
+                    f"{peer}@{domain}",
+                    s,
+                    b,
+                    "chat",
+                    "",
+                )
+                for i, s, b in archive_messages(domain, owner, peer, n - have)
+            ]
+            cols = ["username", "server_host", "timestamp", "peer", "bare_peer", "xml", "txt", "kind", "nick"]
+            await conn.copy_records_to_table("archive", records=rows, columns=cols)
+        return len(rows)
+    finally:
+        await conn.close()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("flavor", choices=["prosody-files", "prosody-sql", "ejabberd-sql", "keys-only"])
+    p.add_argument(
+        "flavor",
+        choices=[
+            "prosody-files",
+            "prosody-sql",
+            "ejabberd-sql",
+            "keys-only",
+            "prosody-archive",
+            "ejabberd-archive",
+        ],
+    )
+    p.add_argument("--archive", type=int, default=1_000_000, help="*-archive: messages in u1's archive")
     p.add_argument("--domain", required=True)
     p.add_argument("--prefix", default="u")
     p.add_argument("--count", type=int, default=10000)
@@ -201,6 +276,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.flavor.endswith("-archive"):
+        owner, peer = f"{args.prefix}1", f"{args.prefix}2"
+        added = asyncio.run(
+            write_archive(args.flavor, args.dsn, args.domain, args.archive, owner=owner, peer=peer)
+        )
+        print(f"archive of {owner}@{args.domain}: {added} messages added, {args.archive} wanted")
+        return 0
     plan = Plan(
         args.domain, args.prefix, args.count, args.password, args.mechanism, min(args.roster_pool, args.count)
     )

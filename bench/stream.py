@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
@@ -64,12 +65,13 @@ class Framer:
             raise StreamError(str(exc)) from exc
 
     def _events(self) -> Iterator[Event]:
-        for kind, elem in self._parser.read_events():
+        for kind, event_elem in self._parser.read_events():
+            elem = cast(etree._Element, event_elem)  # with events=("start", "end") always an element
             if kind == "start":
                 self._depth += 1
                 if self._depth == 1:
                     self._root = elem
-                    yield StreamOpened(dict(elem.attrib))
+                    yield StreamOpened({str(k): str(v) for k, v in elem.attrib.items()})
                 continue
             self._depth -= 1
             if self._depth == 0:
@@ -80,10 +82,11 @@ class Framer:
                 yield elem
 
 
-def stream_header(domain: str) -> bytes:
+def stream_header(domain: str, from_jid: str = "") -> bytes:
+    from_attr = f" from={quoteattr(from_jid)}" if from_jid else ""
     return (
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-        f"xmlns:stream='{NS_STREAM}' to={quoteattr(domain)} version='1.0'>"
+        f"xmlns:stream='{NS_STREAM}' to={quoteattr(domain)}{from_attr} version='1.0'>"
     ).encode()
 
 

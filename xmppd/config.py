@@ -136,7 +136,7 @@ class _Reader:
         value = self.table[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         # bool is an int in Python, never in a config file.
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise ConfigError(self.source, self.key(name), value, allowed)
         return value
 
@@ -210,7 +210,13 @@ def _hosts(server: _Reader) -> tuple[str, ...]:
         except InvalidJID:
             jid = None
         if jid is None or not jid.is_domain or str(jid) != host:
-            raise ConfigError(server.source, server.key("hosts"), host, "lower-case domain names like 'example.org'")
+            # Hosts are compared with prepared domainparts, so only the prepared form will do;
+            # say which it is (an A-label "xn--..." is written as its U-label, RFC 7622 §3.2).
+            hint = f"; here that is {str(jid)!r}" if jid is not None and jid.is_domain else ""
+            raise ConfigError(
+                server.source, server.key("hosts"), host,
+                "lower-case domain names like 'example.org', as RFC 7622 prepares them" + hint,
+            )
     return hosts
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
+
+from xmppd.elements import element
 
 STREAMS_NS = "http://etherx.jabber.org/streams"
 STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -42,13 +46,14 @@ class StreamError(Exception):
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        # What a parser had completed before it hit the error, to be handled before closing.
+        self.partial: list[Any] = []
 
     def to_xml(self) -> bytes:
         error = etree.Element(f"{{{STREAMS_NS}}}error", nsmap={"stream": STREAMS_NS})
-        etree.SubElement(error, f"{{{STREAM_ERRORS_NS}}}{self.condition}", nsmap={None: STREAM_ERRORS_NS})
+        element(f"{{{STREAM_ERRORS_NS}}}{self.condition}", parent=error)
         if self.text:
-            text = etree.SubElement(error, f"{{{STREAM_ERRORS_NS}}}text", nsmap={None: STREAM_ERRORS_NS})
-            text.text = self.text
+            element(f"{{{STREAM_ERRORS_NS}}}text", parent=error).text = self.text
         return etree.tostring(error)
 
 
@@ -65,9 +70,8 @@ class StanzaError(Exception):
 
     def to_element(self, client_ns: str) -> etree._Element:
         """The `<error/>` child for a stanza in the `client_ns` content namespace."""
-        error = etree.Element(f"{{{client_ns}}}error", {"type": self.type}, nsmap={None: client_ns})
-        etree.SubElement(error, f"{{{STANZA_ERRORS_NS}}}{self.condition}", nsmap={None: STANZA_ERRORS_NS})
+        error = element(f"{{{client_ns}}}error", {"type": self.type})
+        element(f"{{{STANZA_ERRORS_NS}}}{self.condition}", parent=error)
         if self.text:
-            text = etree.SubElement(error, f"{{{STANZA_ERRORS_NS}}}text", nsmap={None: STANZA_ERRORS_NS})
-            text.text = self.text
+            element(f"{{{STANZA_ERRORS_NS}}}text", parent=error).text = self.text
         return error

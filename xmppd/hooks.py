@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-Handler = Callable[[Any], "bool | None | Awaitable[bool | None]"]
+Handler = Callable[[Any], "Awaitable[bool | None] | bool | None"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from typing import Final
 from precis_i18n import get_profile
 from precis_i18n.bidi import bidi_rule, has_rtl
 
-__all__ = ["JID", "InvalidJID", "parse_jid"]
+__all__ = ["JID", "InvalidJID", "parse_jid", "prepare_localpart"]
 
 # RFC 7622 §3.1: "each allowable portion of a JID ... MUST NOT be more than 1023 octets".
 MAX_PART_OCTETS: Final = 1023
@@ -48,9 +48,9 @@ _MAX_RAW_CHARS: Final = 4 * 3 * MAX_PART_OCTETS
 
 _USERNAME = get_profile("UsernameCaseMapped")
 _OPAQUE = get_profile("OpaqueString")
-# The PRECIS IdentifierClass is derived from the same RFC 5892 categories as IDNA2008's PVALID
-# set (LetterDigits, no compatibility forms, no symbols, CONTEXTJ/CONTEXTO rules), so it serves
-# as the code point check for U-labels without adding an IDNA dependency.
+# The PRECIS IdentifierClass (RFC 8264 §4.2) is built from the categories IDNA2008 uses for its
+# PVALID set (RFC 5892: LetterDigits, no compatibility forms, no symbols, CONTEXTJ/CONTEXTO
+# rules), so it serves as the code point check for U-labels without adding an IDNA dependency.
 _IDENTIFIER = get_profile("IdentifierClass")
 _UCD = _USERNAME.base.ucd
 
@@ -87,8 +87,11 @@ def _octets_ok(value: str) -> bool:
     return len(value.encode("utf-8")) <= MAX_PART_OCTETS
 
 
-def _prepare_localpart(text: str) -> str:
-    """RFC 7622 §3.3: enforce the localpart; returns the prepared form or raises InvalidJID."""
+def prepare_localpart(text: str) -> str:
+    """RFC 7622 §3.3: enforce a localpart; returns the prepared form or raises InvalidJID.
+
+    Public because an XMPP username (the SASL authcid, RFC 6120 §6.3.7) is a localpart.
+    """
     if _LOCAL_ASCII.fullmatch(text):
         return text.lower()
     if not text:
@@ -182,9 +185,9 @@ def _prepare_ipv6(domain: str) -> str:
 def _prepare_domain_slow(text: str) -> str:
     """Internationalised or unusual domainparts (RFC 7622 §3.2.1 and §3.2.2).
 
-    Mapping (§3.2.2, which points at the RFC 5895 mappings): fullwidth/halfwidth forms to their
-    decompositions (this also turns U+FF0E FULLWIDTH FULL STOP into a label separator), upper
-    case to lower case, then NFC. Each label is then checked:
+    Mapping (§3.2.2: "the normalization, case-mapping, and width-mapping rules"): fullwidth and
+    halfwidth forms to their decompositions (this also turns U+FF0E FULLWIDTH FULL STOP into a
+    label separator), upper case to lower case, then NFC. Each label is then checked:
 
     * ASCII labels must be LDH (RFC 5890 §2.3.1); "xn--" labels are A-labels and are converted
       to U-labels (§3.2.1 "each A-label MUST be converted to a U-label"), and must round-trip;
@@ -292,7 +295,7 @@ class JID:
     _bare: JID | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        local = None if self.local is None else _prepare_localpart(self.local)
+        local = None if self.local is None else prepare_localpart(self.local)
         domain = _prepare_domain(self.domain)
         resource = None if self.resource is None else _prepare_resource(self.resource)
         _set(self, "local", local)
@@ -376,7 +379,7 @@ def _parse(text: str) -> JID:
         resource = None
     at = rest.find("@")
     if at >= 0:
-        local: str | None = _prepare_localpart(rest[:at])
+        local: str | None = prepare_localpart(rest[:at])
         domain = _prepare_domain(rest[at + 1 :])
     else:
         local = None

@@ -35,15 +35,15 @@ class Option:
 
     default: Any
     doc: str
-    type: type | tuple[type, ...] | None = None
+    kind: type | tuple[type, ...] | None = None
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
 
     @property
     def types(self) -> tuple[type, ...]:
-        if self.type is None:
+        if self.kind is None:
             return (type(self.default),)
-        return self.type if isinstance(self.type, tuple) else (self.type,)
+        return self.kind if isinstance(self.kind, tuple) else (self.kind,)
 
 
 def module_path(name: str) -> str:

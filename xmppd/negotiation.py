@@ -23,8 +23,6 @@ before authentication (§6.4), policy-violation when TLS is required (§5.3.1).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +33,14 @@ from lxml import etree
 from storage.model import ScramCredentials
 from xmppd.errors import StreamError
 from xmppd.jid import JID, InvalidJID, parse_jid
-from xmppd.sasl import MECHANISM_HASHES, SaslFailure, ScramServer, parse_plain
+from xmppd.sasl import (
+    MECHANISM_HASHES,
+    SaslFailure,
+    ScramServer,
+    decode_sasl_data,
+    encode_sasl_data,
+    parse_plain,
+)
 from xmppd.xml import STREAM_CLOSE, Event, StreamClosed, StreamOpened, stream_header
 
 CLIENT_NS = "jabber:client"
@@ -143,6 +148,8 @@ class Policy:
     require_encryption: bool = True
     mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
     max_auth_failures: int = 3
+    # Makes the fake salt answered for unknown users stable across restarts, like a real one.
+    unknown_user_secret: bytes | None = None
     # Extra features per stage ("pre-auth", "post-auth"), e.g. XEP-0077 or caps.
     features: Callable[[str, str], list[bytes]] = lambda stage, domain: []
 
@@ -285,7 +292,7 @@ class C2SNegotiation:
         if mechanism not in self._mechanisms():
             return self._sasl_failure(None, "invalid-mechanism")
         try:
-            initial = _decode(element.text)
+            initial = decode_sasl_data(element.text or "")
         except SaslFailure as failure:
             return self._sasl_failure(None, failure.condition)
         self._mechanism = mechanism
@@ -294,7 +301,7 @@ class C2SNegotiation:
             return self._on_plain(initial)
         if not initial:
             # SCRAM is client-first: an empty initial response gets an empty challenge (§6.4.2).
-            return [Send(self._sasl("challenge", b""))]
+            return [Send(self._sasl("challenge", None))]
         return self._on_scram_first(initial)
 
     def _on_plain(self, message: bytes) -> list[Action]:
@@ -310,11 +317,11 @@ class C2SNegotiation:
     def plain_checked(self, ok: bool) -> list[Action]:
         if not ok:
             return self._sasl_failure(self._pending_user, "not-authorized")
-        return self._sasl_success(self._pending_user, b"")
+        return self._sasl_success(self._pending_user, None)
 
     def _on_scram_first(self, message: bytes) -> list[Action]:
         assert self.domain is not None and self._mechanism is not None
-        scram = ScramServer(MECHANISM_HASHES[self._mechanism])
+        scram = ScramServer(MECHANISM_HASHES[self._mechanism], unknown_user_secret=self.policy.unknown_user_secret)
         try:
             username = scram.client_first(message)
             self._check_authzid(scram.authzid, username)
@@ -333,7 +340,7 @@ class C2SNegotiation:
         if tag != f"{{{SASL_NS}}}response" or self._mechanism in (None, "PLAIN"):
             raise StreamError("policy-violation", "SASL negotiation is in progress")
         try:
-            response = _decode(element.text)
+            response = decode_sasl_data(element.text or "")
         except SaslFailure as failure:
             return self._sasl_failure(None, failure.condition)
         if self._scram is None:
@@ -356,7 +363,7 @@ class C2SNegotiation:
         if requested != _account(username, self.domain or ""):
             raise SaslFailure("invalid-authzid")
 
-    def _sasl_success(self, username: str, data: bytes) -> list[Action]:
+    def _sasl_success(self, username: str, data: bytes | None) -> list[Action]:
         assert self.domain is not None
         try:
             self.jid = _account(username, self.domain)
@@ -379,9 +386,12 @@ class C2SNegotiation:
         return [AuthFailed(username, condition, failure)]
 
     @staticmethod
-    def _sasl(name: str, data: bytes) -> bytes:
-        body = base64.b64encode(data).decode() if data else ("=" if name == "success" else "")
-        return f"<{name} xmlns='{SASL_NS}'>{body}</{name}>".encode()
+    def _sasl(name: str, data: bytes | None) -> bytes:
+        """A challenge or success; None is no data at all (PLAIN's success, SCRAM's first
+        empty challenge), b"" is present-but-empty data, sent as '=' (RFC 6120 §6.4.2)."""
+        if data is None:
+            return f"<{name} xmlns='{SASL_NS}'/>".encode()
+        return f"<{name} xmlns='{SASL_NS}'>{encode_sasl_data(data)}</{name}>".encode()
 
     # -- binding (RFC 6120 §7) ----------------------------------------------------------
     def _bind_features(self) -> bytes:
@@ -426,16 +436,6 @@ def _account(username: str, domain: str) -> JID:
         return parse_jid(f"{username}@{domain}")
     except InvalidJID:
         raise SaslFailure("not-authorized") from None
-
-
-def _decode(text: str | None) -> bytes:
-    """SASL payloads are base64; '=' or nothing stands for an empty one (RFC 6120 §6.4.2)."""
-    if not text or text.strip() == "=":
-        return b""
-    try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise SaslFailure("incorrect-encoding") from None
 
 
 def _iq_error(iq_id: str, type_: str, condition: str) -> bytes:

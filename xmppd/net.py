@@ -18,8 +18,8 @@ from lxml import etree
 from xmppd.errors import StreamError
 from xmppd.negotiation import (
     Action,
-    AuthFailed,
     Authenticated,
+    AuthFailed,
     BindResource,
     C2SNegotiation,
     CheckPlain,
@@ -32,7 +32,7 @@ from xmppd.negotiation import (
 )
 from xmppd.sasl import verify_plain
 from xmppd.session import Session
-from xmppd.xml import STREAM_CLOSE, StreamClosed, XmlStream
+from xmppd.xml import STREAM_CLOSE, Event, StreamClosed, XmlStream
 
 if TYPE_CHECKING:
     from xmppd.server import Server
@@ -105,6 +105,7 @@ class Connection:
         self.session: Session | None = None
         self.reason = "closed"
         self.task: asyncio.Task[None] | None = None
+        self._parse_error: StreamError | None = None
 
     def shutdown(self, error: StreamError) -> None:
         """End the stream from our side (server stop): the read loop then sees the close."""
@@ -128,6 +129,10 @@ class Connection:
             self._close(self.negotiation.fail(error))
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             self.reason = f"connection lost: {exc.__class__.__name__}"
+        except Exception:
+            # A bug must cost one stream, never the server or the other clients.
+            log.exception("internal error on the stream from %s", self.address)
+            self._close(self.negotiation.fail(StreamError("internal-server-error")))
         finally:
             self.output.close()
             if self.session is not None:
@@ -143,7 +148,7 @@ class Connection:
             if not data:
                 self._closed_by_peer()
                 return False
-            events = self.parser.feed(data)
+            events = self._parse(data)
             for index, event in enumerate(events):
                 outcome = await self._carry_out(self.negotiation.receive(event), data)
                 if outcome == "closed":
@@ -155,7 +160,9 @@ class Connection:
                 if outcome == "bound":
                     for stanza in events[index + 1 :]:
                         await self._stanza(stanza)
+                    self._raise_parse_error()
                     return True
+            self._raise_parse_error()
 
     async def _carry_out(self, actions: list[Action], data: bytes) -> str:
         outcome = ""
@@ -174,7 +181,8 @@ class Connection:
                     credentials = await self.server.storage.accounts.credentials(domain, username, hash_name)
                     actions = self.negotiation.credentials_loaded(credentials) + actions
                 case CheckPlain(domain, username, password):
-                    actions = self.negotiation.plain_checked(await self._check_plain(domain, username, password)) + actions
+                    verified = await self._check_plain(domain, username, password)
+                    actions = self.negotiation.plain_checked(verified) + actions
                 case AuthFailed(username, condition, payload):
                     await self._auth_failed(username, condition, payload)
                 case Authenticated(jid):
@@ -195,7 +203,7 @@ class Connection:
     async def _start_tls(self, data: bytes) -> None:
         # asyncio's start_tls drops bytes already read: a client that pipelined data after
         # <starttls/> would lose it silently, so such a stream is refused instead.
-        if not data.rstrip().endswith(b">") or self.reader.at_eof() or len(self.reader._buffer):  # noqa: SLF001
+        if not data.rstrip().endswith(b">") or self.reader.at_eof() or len(self.reader._buffer):  # type: ignore[attr-defined]
             raise StreamError("policy-violation", "data sent after <starttls/> before the TLS handshake")
         self.output.flush()
         await self.writer.drain()
@@ -219,7 +227,7 @@ class Connection:
     # -- after binding --------------------------------------------------------------------
     async def _route_stanzas(self) -> None:
         read = self.reader.read
-        feed = self.parser.feed
+        feed = self._parse
         while True:
             data = await read(READ_SIZE)
             if not data:
@@ -231,6 +239,19 @@ class Connection:
                     self.output.close(STREAM_CLOSE)
                     return
                 await self._stanza(event)
+            self._raise_parse_error()
+
+    def _parse(self, data: bytes) -> list[Event]:
+        """Parse a read; an error is raised only after the stanzas before it are handled."""
+        try:
+            return self.parser.feed(data)
+        except StreamError as error:
+            self._parse_error = error
+            return error.partial
+
+    def _raise_parse_error(self) -> None:
+        if self._parse_error is not None:
+            raise self._parse_error
 
     async def _stanza(self, event: object) -> None:
         if not isinstance(event, etree._Element):
@@ -260,10 +281,10 @@ async def listen(server: Server, interfaces: tuple[str, ...], port: int, *, dire
         refusal = server.admit(connection.address)
         if refusal:
             log.warning("refused %s: %s", connection.address, refusal)
-            connection._close(connection.negotiation.fail(StreamError("policy-violation", refusal)))  # noqa: SLF001
+            connection._close(connection.negotiation.fail(StreamError("policy-violation", refusal)))
             return
         log.info("connected %s%s", connection.address, " (Direct TLS)" if direct_tls else "")
-        connection.task = asyncio.current_task()  # type: ignore[assignment]
+        connection.task = asyncio.current_task()
         server.connections.add(connection)
         try:
             await connection.run()

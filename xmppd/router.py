@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from xmppd.elements import element as make_element
 from xmppd.errors import StanzaError, StreamError
 from xmppd.stanza import CLIENT_NS, IQ_TYPES, Stanza
 
@@ -86,7 +87,7 @@ class Router:
     @staticmethod
     def _check_from(stanza: Stanza, origin: Session) -> None:
         # RFC 6120 §8.1.2.1: a client may only claim its own full or bare JID.
-        if stanza.from_ is not None and stanza.from_ != origin.jid and stanza.from_ != origin.bare:
+        if stanza.from_ is not None and stanza.from_ not in (origin.jid, origin.bare):
             raise StreamError("invalid-from", f"{stanza.from_} is not this stream's address")
 
     def _valid_iq(self, stanza: Stanza, origin: Session) -> bool:
@@ -104,8 +105,7 @@ class Router:
     def _answer_malformed(self, origin: Session, element: etree._Element, error: StanzaError) -> None:
         if element.get("type") == "error":
             return
-        reply = etree.Element(element.tag, nsmap={None: CLIENT_NS})
-        reply.set("type", "error")
+        reply = make_element(str(element.tag), {"type": "error"})
         if element.get("id") is not None:
             reply.set("id", element.get("id", ""))
         reply.append(error.to_element(CLIENT_NS))
@@ -134,7 +134,7 @@ class Router:
         if stanza.kind == "iq" and stanza.type in ("get", "set"):
             payload = stanza.payload()
             assert payload is not None
-            name = f"iq-{stanza.type}/{target}/{payload.tag[1:].replace('}', ':')}"  # type: ignore[index]
+            name = f"iq-{stanza.type}/{target}/{payload.tag[1:].replace('}', ':')}"
             if await hooks.fire(name, event):
                 return
         if await hooks.fire(f"{stanza.kind}/{target}", event):

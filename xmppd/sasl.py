@@ -26,6 +26,7 @@ from typing import Final
 from precis_i18n import get_profile
 
 from storage.model import ScramCredentials
+from xmppd.jid import InvalidJID, prepare_localpart
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -67,7 +68,6 @@ SASL_CONDITIONS: Final = frozenset(
     }
 )
 
-_USERNAME = get_profile("UsernameCaseMapped")
 _OPAQUE = get_profile("OpaqueString")
 
 # Key for the fake salts of unknown users when the server supplies none. Per process, so fake
@@ -114,7 +114,7 @@ def decode_sasl_data(text: str) -> bytes:
 
 
 def encode_sasl_data(data: bytes) -> str:
-    """Encode a challenge or success payload; empty data is sent as "=" (RFC 6120 §6.4.2)."""
+    """Encode a challenge or success payload; empty data is sent as "=" (RFC 6120 §6.4.6)."""
     if not data:
         return "="
     return base64.b64encode(data).decode("ascii")
@@ -205,12 +205,14 @@ def _keys(prepared_password: str, hash_name: str, salt: bytes, iterations: int) 
 
 
 def _prepare_username(raw: str) -> str:
-    # RFC 6120 §6.3.7 + RFC 7622 §3.3: the XMPP authcid is a localpart, so it is prepared with
-    # UsernameCaseMapped (RFC 8265 §3.3; RFC 5802 §5.1's SASLprep is its predecessor). A name
-    # that cannot be prepared cannot belong to an account: an ordinary failed login.
+    # RFC 6120 §6.3.7: the XMPP authcid is a "simple user name", i.e. the localpart of the
+    # account, so it gets the localpart rules of RFC 7622 §3.3: UsernameCaseMapped (RFC 8265
+    # §3.3, successor of the SASLprep that RFC 5802 §5.1 names) plus the §3.3.1 exclusions, which
+    # also guarantees that "username@domain" parses back to this account. A name that cannot be
+    # prepared cannot belong to an account: an ordinary failed login.
     try:
-        return _USERNAME.enforce(raw)
-    except UnicodeError:
+        return prepare_localpart(raw)
+    except InvalidJID:
         raise SaslFailure("not-authorized", _AUTH_FAILED) from None
 
 
@@ -229,7 +231,8 @@ def parse_plain(message: bytes) -> tuple[str | None, str, str]:
     """Parse a PLAIN message (RFC 4616 §2): ``[authzid] NUL authcid NUL passwd``.
 
     Returns ``(authzid, username, password)``: authzid is None when absent (the caller checks
-    that a present one is the user's own bare JID, or answers 'invalid-authzid'); the username
+    that a present one is the user's own bare JID, or answers 'invalid-authzid', RFC 6120
+    §6.3.8); the username
     is the authcid already prepared with UsernameCaseMapped, ready for the credentials lookup;
     the password is as sent (``verify_plain`` prepares it).
 
@@ -294,7 +297,7 @@ def _decode_saslname(value: str) -> str:
 def _check_extension(attribute: str) -> None:
     # RFC 5802 §7: attr-val = ALPHA "=" value. Unknown optional extensions are skipped; only
     # their shape is checked so garbage does not pass silently.
-    if len(attribute) < 2 or attribute[1] != "=" or not ("a" <= attribute[0].lower() <= "z"):
+    if len(attribute) < 2 or attribute[1] != "=" or not (attribute[0].isascii() and attribute[0].isalpha()):
         raise SaslFailure("malformed-request", "malformed attribute")
 
 
@@ -306,7 +309,7 @@ class ScramServer:
     ``success_data = client_final(msg)``. Any SaslFailure ends the exchange; later calls fail
     with 'malformed-request'. After ``client_first`` the caller must also check ``authzid``
     (None, or the user's own bare JID: we do not support acting for another user, RFC 6120
-    §6.4.6 → 'invalid-authzid').
+    §6.3.8; anything else earns 'invalid-authzid', §6.5.6).
 
     ``nonce`` is the server's part of the nonce (injectable for tests; random by default).
     ``unknown_user_secret`` keys the fake salts handed out for unknown users; pass a persistent
@@ -314,6 +317,7 @@ class ScramServer:
     ``unknown_user_iterations`` should match the count used for real accounts.
     """
 
+    hash_name: str
     username: str
     authzid: str | None
 

@@ -6,8 +6,11 @@ import asyncio
 import gc
 import inspect
 import logging
+import os
+import secrets
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -69,6 +72,7 @@ class Server:
             require_encryption=config.c2s.require_encryption,
             mechanisms=config.auth.mechanisms,
             max_auth_failures=config.auth.max_failures_per_stream,
+            unknown_user_secret=server_secret(config.data_dir),
             features=self._stream_features,
         )
         self.tls: TLSContexts
@@ -202,6 +206,17 @@ class Server:
         event = PreAuthEvent(host, element, output, address)
         if not await host.hooks.fire("pre-auth-iq", event):
             raise StreamError("not-authorized", "authenticate before sending stanzas")
+
+
+def server_secret(data_dir: Path) -> bytes:
+    """A random secret kept in the data directory, made on first start."""
+    path = data_dir / "server.secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 async def open_configured_storage(config: Config) -> Storage:

@@ -10,6 +10,7 @@ import copy
 
 from lxml import etree
 
+from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
 
@@ -17,20 +18,6 @@ CLIENT_NS = "jabber:client"
 KINDS = frozenset(("message", "presence", "iq"))
 _TAGS = {f"{{{CLIENT_NS}}}{kind}": kind for kind in KINDS}
 IQ_TYPES = frozenset(("get", "set", "result", "error"))
-
-
-def element(tag: str, attrib: dict[str, str] | None = None, parent: etree._Element | None = None) -> etree._Element:
-    """Create `{ns}name` with `ns` as the default namespace, as clients expect to read it.
-
-    lxml would otherwise invent `ns0:` prefixes; a child in its parent's namespace needs no
-    declaration of its own.
-    """
-    ns = tag[1 : tag.index("}")] if tag[0] == "{" else None
-    if parent is None:
-        return etree.Element(tag, attrib, nsmap={None: ns})
-    if parent.nsmap.get(None) == ns:
-        return etree.SubElement(parent, tag, attrib)
-    return etree.SubElement(parent, tag, attrib, nsmap={None: ns})
 
 
 class Stanza:
@@ -49,7 +36,7 @@ class Stanza:
     @classmethod
     def parse(cls, element: etree._Element) -> Stanza:
         """Wrap an element, preparing its addresses; StanzaError('jid-malformed') on a bad one."""
-        kind = _TAGS.get(element.tag)  # type: ignore[arg-type]
+        kind = _TAGS.get(element.tag)
         if kind is None:
             raise ValueError(f"not a stanza: {element.tag}")
         return cls(element, kind, _address(element, "to"), _address(element, "from"))

@@ -42,7 +42,9 @@ class AuthThrottle:
         # The first mistake is free (a typo); then 0.25 s, 0.5 s, 1 s, ... up to max_delay.
         if count == 1:
             return 0.0
-        return float(min(self.max_delay, self.base_delay * 2 ** (count - 2)))
+        # The exponent is capped: past ~1025 failures 2**n no longer fits a float (OverflowError),
+        # and a persistent guesser would have turned the throttle off for itself.
+        return float(min(self.max_delay, self.base_delay * 2 ** min(count - 2, 64)))
 
     def success(self, address: str) -> None:
         self._failures.pop(address, None)

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -97,13 +98,15 @@ class TLSContexts:
             for context in contexts.values():
                 context.sni_callback = self._choose(contexts)
 
-    def _choose(self, contexts: dict[str, ssl.SSLContext]) -> ssl._SNICallback:
+    @staticmethod
+    def _choose(
+        contexts: dict[str, ssl.SSLContext],
+    ) -> Callable[[ssl.SSLObject, str, ssl.SSLContext], None]:
         def callback(sock: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
             if server_name and server_name.lower() in contexts:
                 sock.context = contexts[server_name.lower()]
-            return None
 
-        return callback  # type: ignore[return-value]
+        return callback
 
     def starttls(self, host: str | None) -> ssl.SSLContext:
         return self._by_host.get(host or "", self._by_host[self.default_host])

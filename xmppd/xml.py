@@ -14,13 +14,21 @@ nothing else escapes `feed()`.
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from lxml import etree
 
 from xmppd.errors import STREAMS_NS, StreamError
 
 STREAM_TAG = f"{{{STREAMS_NS}}}stream"
+SLICE = 4096
+
+# A tag that is complete: quotes balanced, then '>' (and only whitespace after it). Applied to the
+# bytes from the last '<' of a read, which opens the last tag since '<' never occurs inside one.
+_COMPLETE_TAG = re.compile(rb"""<[^'"]*(?:(?:'[^']*'|"[^"]*")[^'"]*)*>\s*""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,10 @@ class XmlStream:
     def reset(self) -> None:
         self._parser = etree.XMLPullParser(
             events=("start", "end", "comment", "pi"),
-            resolve_entities=False,
+            # resolve_entities stays at lxml's default, "internal": no entity can be declared (the
+            # byte scan refuses DTDs), so only the predefined ones and character references
+            # resolve. With False, libxml2 silently keeps an undefined `&foo;` and then emits no
+            # more events for the rest of the stream; with "internal" it is not-well-formed.
             no_network=True,
             load_dtd=False,
             huge_tree=False,
@@ -68,13 +79,43 @@ class XmlStream:
         if self.closed or not data:
             return []
         self._refuse_declarations(data)
+        # No more than a quarter of the limit either: a slice is counted whole against the stanza
+        # it ends in, so small stanzas pipelined into one slice must not add up to a false
+        # policy-violation when the limit is small (it may be as low as 1024).
+        step = min(SLICE, max(self.max_stanza_size // 4, 1))
+        if len(data) <= step:
+            return self._feed_slice(data)
+        # Large reads are parsed in slices so an oversized stanza is caught within one slice
+        # of the limit, whatever the read size (TLS records, 64 KiB socket reads).
+        events: list[Event] = []
+        try:
+            for start in range(0, len(data), step):
+                events += self._feed_slice(data[start : start + step])
+                if self.closed:
+                    break
+        except StreamError as error:
+            error.partial[:0] = events
+            raise
+        return events
+
+    def _feed_slice(self, data: bytes) -> list[Event]:
         try:
             self._parser.feed(data)
-            events = self._collect()
         except etree.XMLSyntaxError as exc:
-            raise StreamError("not-well-formed", str(exc).split(" (")[0]) from None
-        self._account_size(len(data))
+            error = StreamError("not-well-formed", str(exc).split(" (")[0])
+            # Stanzas completed before the error still count: the sender loses nothing
+            # that was well-formed (RFC 6120 §4.9.1.1 ends the stream, not what preceded).
+            error.partial[:0] = self._collect_before(error)
+            raise error from None
+        events = self._collect()
+        self._account_size(data, completed=bool(events))
         return events
+
+    def _collect_before(self, error: StreamError) -> list[Event]:
+        try:
+            return self._collect()
+        except (StreamError, etree.XMLSyntaxError):
+            return []
 
     def _refuse_declarations(self, data: bytes) -> None:
         """Refuse `<!` except CDATA (`<![`): DOCTYPE, ENTITY and comments (RFC 6120 §11.1).
@@ -106,8 +147,10 @@ class XmlStream:
 
     def _collect(self) -> list[Event]:
         events: list[Event] = []
-        for kind, element in self._parser.read_events():
+        # Only start/end/comment/pi events were asked for: each comes with an element.
+        for kind, element in cast("Iterator[tuple[str, etree._Element]]", self._parser.read_events()):
             if kind == "start":
+                _check_prefixes(element)
                 if self._depth == 0:
                     events.append(self._open(element))
                 self._depth += 1
@@ -132,29 +175,64 @@ class XmlStream:
         return StreamOpened(dict(root.attrib), root.nsmap.get(None))  # type: ignore[arg-type]
 
     def _detach(self, element: etree._Element) -> etree._Element:
+        if self._pending_bytes > self.max_stanza_size:
+            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
         # A deep copy detaches the stanza from the stream document with only the namespace
         # declarations it uses: serialising the attached element would repeat the stream's
         # `xmlns:stream` on every stanza, and lxml's remove() renames the default namespace
-        # to `ns0:`. It costs about a microsecond and lets the root be cleared at once.
+        # to `ns0:`. It costs about a microsecond and lets the original be dropped at once.
         detached = copy.deepcopy(element)
+        # Text after the stanza may already be parsed (when it came in the same read) and would
+        # be serialised with it: the stanza's bytes must not depend on how the stream was read.
+        detached.tail = None
         assert self._root is not None
-        self._root.clear()
+        # Only the finished stanza goes: the next one may already be half parsed (same read),
+        # and clearing the root would move it out of the stream's namespace scope, so that it
+        # came out as `<ns1:presence xmlns:ns1="jabber:client">`.
+        self._root.remove(element)
         self._pending_bytes = 0
         return detached
 
-    def _account_size(self, size: int) -> None:
+    def _account_size(self, data: bytes, *, completed: bool) -> None:
         """Bound the bytes of an unfinished top-level element (policy-violation, RFC 6120 §4.9.3.14).
 
-        A read that completed stanzas resets the count in `_detach`; this counts whole reads, so
-        the limit is exact to within one read's size.
+        A slice that completed stanzas resets the count in `_detach`; this counts whole slices, so
+        the limit is exact to within one slice. A start tag counts too, the stream header's as
+        well: lxml reports an element only once its start tag is complete, and a start tag with
+        endless attributes must not grow without bound.
         """
         if self._depth > 1:
-            self._pending_bytes += size
-            if self._pending_bytes > self.max_stanza_size:
-                raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
-        elif self._root is not None and self._root.text:
+            self._pending_bytes += len(data)
+        elif completed:
+            # The stream opened or a stanza ended in this slice; after it, at most the start tag
+            # of the next element has begun, and it begins at the slice's last '<'.
+            cut = data.rfind(b"<")
+            tail = data[cut:] if cut != -1 else b""
+            self._pending_bytes = 0 if not tail or _COMPLETE_TAG.fullmatch(tail) else len(tail)
+        elif self._pending_bytes or not data.isspace():
+            # Between elements only whitespace keepalives (RFC 6120 §4.6.1) are free.
+            self._pending_bytes += len(data)
+        if self._pending_bytes > self.max_stanza_size:
+            raise StreamError("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
+        if self._depth == 1 and self._root is not None and self._root.text:
             # Whitespace keepalives between stanzas pile up as root text: drop them.
             self._root.text = None
+
+
+def _check_prefixes(element: etree._Element) -> None:
+    """Refuse undeclared prefixes (XML Namespaces §5.1; RFC 6120 §11.4 and §4.9.3.13).
+
+    libxml2 only warns and keeps `foo:bar` as a plain name, which would then be routed to
+    another client that cannot parse it. A declared prefix turns into `{uri}name`, so a ':'
+    outside braces is an undeclared one.
+    """
+    tag = element.tag
+    if tag[0] != "{" and ":" in tag:
+        raise StreamError("not-well-formed", "undeclared namespace prefix")
+    names = element.keys()  # a plain list; a loop, not any(): this runs for every element
+    for name in names:
+        if name[0] != "{" and ":" in name:
+            raise StreamError("not-well-formed", "undeclared namespace prefix")
 
 
 def stream_header(

@@ -1,5 +1,7 @@
 """Framing and marker scanning of the load generator, fed whole and byte by byte (not timed)."""
 
+from lxml import etree
+
 from bench.stream import Framer, MarkerScanner, StreamClosed, StreamOpened, chat, stamp_body
 
 STREAM = (
@@ -41,6 +43,7 @@ def test_root_is_emptied_after_each_stanza() -> None:
     framer = Framer()
     events = framer.feed(STREAM[:-16])
     message = events[-1]
+    assert isinstance(message, etree._Element)
     assert message.findtext("{jabber:client}body") == "hi & bye"
     assert message.getparent() is None
 

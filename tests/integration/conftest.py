@@ -94,7 +94,11 @@ class XmppServer:
         xmpp.connect("127.0.0.1", self.direct_tls_port if direct_tls else self.port)
         await asyncio.wait_for(started, TIMEOUT)
         if presence:
+            # Initial presence is echoed back (RFC 6121 §4.2.2): once it is here, the server
+            # counts this resource as available.
             xmpp.send_presence()
+            own = xmpp.boundjid.full
+            await xmpp.next_presence(lambda p: p["from"] == own)
         return xmpp
 
 
@@ -142,7 +146,5 @@ async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
         yield running
     finally:
         for client in running.clients:
-            client.disconnect(wait=False)  # type: ignore[no-untyped-call]
+            client.abort()
         await server.stop()
-        for client in running.clients:
-            await client.disconnected

@@ -8,6 +8,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import TIMEOUT, XmppServer
+from xmppd.jid import parse_jid
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +18,8 @@ async def test_login_with_starttls_and_scram(xmpp: XmppServer) -> None:
     alice = await xmpp.login("alice@localhost", presence=False)
     assert str(alice.boundjid.bare) == "alice@localhost"
     assert alice.boundjid.resource
-    session = xmpp.server.sessions.get(xmpp.server.sessions.resources(alice.boundjid.bare)[0].jid)
-    assert session is not None
+    session = xmpp.server.sessions.get(parse_jid(alice.boundjid.full))
+    assert session is not None and session.jid.resource == alice.boundjid.resource
 
 
 async def test_login_with_direct_tls(xmpp: XmppServer) -> None:

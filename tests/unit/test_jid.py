@@ -15,6 +15,16 @@ from precis_i18n import get_profile
 from xmppd import jid as jid_module
 from xmppd.jid import JID, InvalidJID, parse_jid
 
+# Written by name where ruff (rightly) finds them confusable with Latin letters.
+CAPITAL_SIGMA = "\N{GREEK CAPITAL LETTER SIGMA}"
+SMALL_SIGMA = "\N{GREEK SMALL LETTER SIGMA}"
+
+
+def fullwidth(text: str) -> str:
+    """ASCII letters and '.' as their FULLWIDTH forms (U+FF01..U+FF5E)."""
+    return "".join(chr(ord(char) + 0xFEE0) for char in text)
+
+
 # --- RFC 7622 §3.5 examples -----------------------------------------------------------------------
 
 # §3.5.1 "Examples of Valid JIDs", with the prepared form each must take.
@@ -27,8 +37,8 @@ RFC_VALID = [
     ("fussball@example.com", "fussball@example.com"),
     ("fußball@example.com", "fußball@example.com"),  # no case folding of ß to "ss"
     ("π@example.com", "π@example.com"),
-    ("Σ@example.com/foo", "σ@example.com/foo"),
-    ("σ@example.com/foo", "σ@example.com/foo"),
+    (f"{CAPITAL_SIGMA}@example.com/foo", f"{SMALL_SIGMA}@example.com/foo"),
+    (f"{SMALL_SIGMA}@example.com/foo", f"{SMALL_SIGMA}@example.com/foo"),
     ("ς@example.com/foo", "ς@example.com/foo"),
     ("king@example.com/♚", "king@example.com/♚"),  # symbols are fine in a resourcepart
     ("example.com", "example.com"),
@@ -67,7 +77,7 @@ def test_leading_space_in_resource_is_accepted() -> None:
     assert jid.resource == " foo"
 
 
-# --- normalisation ----------------------------------------------------------------------------------
+# --- normalisation --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -76,7 +86,7 @@ def test_leading_space_in_resource_is_accepted() -> None:
         # localpart: UsernameCaseMapped folds case (RFC 8265 §3.3.2 step 3)
         ("Juliet@example.com", "juliet@example.com"),
         ("JULIET@example.com/Balcony", "juliet@example.com/Balcony"),  # resource case kept
-        ("ｊｕｌｉｅｔ@example.com", "juliet@example.com"),  # fullwidth mapped (width mapping rule)
+        (fullwidth("juliet") + "@example.com", "juliet@example.com"),  # width mapping rule
         ("ÉLODIE@example.com", "élodie@example.com"),
         ("e\u0301lodie@example.com", "élodie@example.com"),  # NFC
         # domainpart: lower case, one trailing dot stripped (§3.2)
@@ -84,7 +94,7 @@ def test_leading_space_in_resource_is_accepted() -> None:
         ("juliet@example.com.", "juliet@example.com"),
         ("juliet@example.com./res", "juliet@example.com/res"),
         ("Example.COM.", "example.com"),
-        ("ＥＸＡＭＰＬＥ．com", "example.com"),  # fullwidth letters and FULL STOP
+        (fullwidth("EXAMPLE.") + "com", "example.com"),  # fullwidth letters and FULL STOP
         ("café.example", "café.example"),
         ("CAFÉ.example", "café.example"),
         ("xn--caf-dma.example", "café.example"),  # A-label converted to a U-label (§3.2.1)
@@ -214,7 +224,7 @@ def test_length_limits() -> None:
         parse_jid("a" * 100_000)
 
 
-# --- the JID value -----------------------------------------------------------------------------------
+# --- the JID value --------------------------------------------------------------------------------
 
 
 def test_bare_and_full() -> None:
@@ -346,13 +356,13 @@ def _ours(prepare: object, text: str) -> str | None:
 @pytest.mark.parametrize("code", range(128))
 def test_fast_paths_agree_with_precis_on_every_ascii_character(code: int) -> None:
     for text in (chr(code), f"a{chr(code)}b", f"{chr(code)}Z"):
-        assert _ours(jid_module._prepare_localpart, text) == _reference_local(text)
+        assert _ours(jid_module.prepare_localpart, text) == _reference_local(text)
         assert _ours(jid_module._prepare_resource, text) == _reference_resource(text)
 
 
 @given(st.text(alphabet=st.characters(max_codepoint=127), min_size=1, max_size=40))
 def test_fast_paths_agree_with_precis_on_ascii_strings(text: str) -> None:
-    assert _ours(jid_module._prepare_localpart, text) == _reference_local(text)
+    assert _ours(jid_module.prepare_localpart, text) == _reference_local(text)
     assert _ours(jid_module._prepare_resource, text) == _reference_resource(text)
 
 
@@ -363,7 +373,7 @@ def test_ascii_domain_fast_path_agrees_with_slow_path(text: str) -> None:
     assert fast == slow
 
 
-# --- properties ---------------------------------------------------------------------------------------
+# --- properties -----------------------------------------------------------------------------------
 
 _LOCAL_CHARS = st.sampled_from(list("abcxyzABCXYZ0129.-_+!#$%*~=") + list("éßπΣσςжЖ日本ü") + ["\u0301"])
 _LABEL_CHARS = st.sampled_from(list("abcxyzABC0129-") + list("éüжπ日本"))
@@ -410,7 +420,7 @@ def test_any_text_parses_or_raises_invalid_jid(text: str) -> None:
     assert parse_jid(str(jid)) == jid
 
 
-# --- sans-IO ------------------------------------------------------------------------------------------
+# --- sans-IO --------------------------------------------------------------------------------------
 
 
 def test_module_does_no_io() -> None:

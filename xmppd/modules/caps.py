@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from lxml import etree
 
+from xmppd.elements import element
 from xmppd.module import ModuleAPI
 from xmppd.modules.disco import CAPS_NODE, caps_ver
 from xmppd.session import Session
-from xmppd.stanza import element
 
 PROTOCOLS = [("XEP-0115", "1.6.0")]
 NS = "http://jabber.org/protocol/caps"

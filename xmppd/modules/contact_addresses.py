@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from xmppd.elements import element
 from xmppd.module import ModuleAPI, Option
-from xmppd.stanza import element
 
 PROTOCOLS = [("XEP-0157", "1.1.1")]
 DATA_NS = "jabber:x:data"
@@ -11,7 +11,7 @@ FORM_TYPE = "http://jabber.org/network/serverinfo"
 # XEP-0157 §4 registered field names, without the '-addresses' suffix.
 KINDS = ("abuse", "admin", "feedback", "sales", "security", "status", "support")
 OPTIONS = {
-    kind: Option((), f"URIs (mailto:, xmpp:, https:) for {kind} contact", type=(list, tuple)) for kind in KINDS
+    kind: Option((), f"URIs (mailto:, xmpp:, https:) for {kind} contact", kind=(list, tuple)) for kind in KINDS
 }
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from xmppd.elements import element
 from xmppd.host import Host, Identity
 from xmppd.module import ModuleAPI, Stanza, StanzaEvent
-from xmppd.stanza import element
 
 PROTOCOLS = [("XEP-0030", "2.5.0"), ("XEP-0128", "1.0")]
 INFO_NS = "http://jabber.org/protocol/disco#info"

@@ -6,11 +6,12 @@ from __future__ import annotations
 from lxml import etree
 
 from xmppd.accounts import create_account, set_password
+from xmppd.elements import element
 from xmppd.errors import StanzaError, StreamError
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, StanzaEvent
 from xmppd.server import PreAuthEvent
-from xmppd.stanza import CLIENT_NS, element
+from xmppd.stanza import CLIENT_NS
 from xmppd.xml import STREAM_CLOSE
 
 PROTOCOLS = [("XEP-0077", "2.4")]
@@ -23,42 +24,51 @@ OPTIONS = {
 
 
 def setup(mod: ModuleAPI) -> None:
-    storage = mod.server.storage
-    iterations = mod.server.config.auth.scram_iterations
-    open_registration = bool(mod.options["allow_registration"])
+    registration = Registration(mod)
     mod.add_feature(NS)
-    if open_registration:
+    if registration.open:
         mod.add_stream_feature(lambda _session: element(f"{{{FEATURE_NS}}}register"), before_auth=True)
+    mod.on("pre-auth-iq", registration.before_login)
+    for type_ in ("get", "set"):
+        mod.on_iq(type_, NS, "query", registration.when_logged_in, targets=("self", "host"))
 
-    async def before_login(event: PreAuthEvent) -> bool:
+
+class Registration:
+    def __init__(self, mod: ModuleAPI) -> None:
+        self.mod = mod
+        self.storage = mod.server.storage
+        self.iterations = mod.server.config.auth.scram_iterations
+        self.open = bool(mod.options["allow_registration"])
+
+    # -- before login: sign-up (XEP-0077 §3.1) -------------------------------------------
+    async def before_login(self, event: PreAuthEvent) -> bool:
         stanza = event.element
-        if not open_registration:
+        if not self.open:
             event.reply(_error(stanza, StanzaError("service-unavailable", "registration is closed")))
-            return True
-        query = stanza[0]
-        if stanza.get("type") == "get":
-            event.reply(_result(stanza, _form(mod.options["instructions"])))
+        elif stanza.get("type") == "get":
+            event.reply(_result(stanza, _form(self.mod.options["instructions"])))
         elif stanza.get("type") == "set":
-            event.reply(await _register(event.host.name, stanza, query))
+            event.reply(await self._register(event.host.name, stanza, stanza[0]))
         else:
             event.reply(_error(stanza, StanzaError("bad-request")))
         return True
 
-    async def _register(domain: str, stanza: etree._Element, query: etree._Element) -> etree._Element:
+    async def _register(self, domain: str, stanza: etree._Element, query: etree._Element) -> etree._Element:
         username, password = query.findtext(f"{{{NS}}}username"), query.findtext(f"{{{NS}}}password")
         if not username or not password:
             return _error(stanza, StanzaError("not-acceptable", "a username and a password are required"))
         try:
             account = parse_jid(f"{username}@{domain}")
-            created = await create_account(storage, account, password, iterations)
+            created = await create_account(self.storage, account, password, self.iterations)
         except (InvalidJID, ValueError):
             return _error(stanza, StanzaError("not-acceptable", "this username or password is not allowed"))
         if not created:
             return _error(stanza, StanzaError("conflict", "this username is taken"))
-        mod.log.info("registered %s in-band", account)
+        self.mod.log.info("registered %s in-band", account)
         return _result(stanza)
 
-    async def when_logged_in(ev: StanzaEvent) -> bool:
+    # -- after login: status, password change, removal (§3.2, §3.3) ---------------------
+    async def when_logged_in(self, ev: StanzaEvent) -> bool:
         assert ev.origin is not None
         account = ev.origin.bare
         query = ev.stanza.payload()
@@ -71,36 +81,32 @@ def setup(mod: ModuleAPI) -> None:
             ev.respond(reply)
             return True
         if query.find(f"{{{NS}}}remove") is not None:
-            return await _remove(ev, account)
-        return await _change_password(ev, account, query)
+            return await self._remove(ev, account)
+        return await self._change_password(ev, account, query)
 
-    async def _change_password(ev: StanzaEvent, account: JID, query: etree._Element) -> bool:
+    async def _change_password(self, ev: StanzaEvent, account: JID, query: etree._Element) -> bool:
         # XEP-0077 §3.3: the username must be the account's own.
         username, password = query.findtext(f"{{{NS}}}username"), query.findtext(f"{{{NS}}}password")
         if not password or (username and username.lower() != account.local):
             return ev.error("bad-request", "give your own username and a new password")
         try:
-            await set_password(storage, account, password, iterations)
+            await set_password(self.storage, account, password, self.iterations)
         except ValueError:
             return ev.error("not-acceptable", "this password is not allowed")
-        mod.log.info("password changed for %s", account)
+        self.mod.log.info("password changed for %s", account)
         ev.respond(ev.stanza.reply())
         return True
 
-    async def _remove(ev: StanzaEvent, account: JID) -> bool:
+    async def _remove(self, ev: StanzaEvent, account: JID) -> bool:
         # XEP-0077 §3.2: answer, then end every stream of the account.
         assert account.local is not None
-        await storage.accounts.delete(account.domain, account.local)
+        await self.storage.accounts.delete(account.domain, account.local)
         ev.respond(ev.stanza.reply())
-        mod.log.info("account %s removed in-band", account)
+        self.mod.log.info("account %s removed in-band", account)
         goodbye = StreamError("not-authorized", "account removed").to_xml() + STREAM_CLOSE
-        for session in mod.server.sessions.resources(account):
+        for session in self.mod.server.sessions.resources(account):
             session.close(goodbye)
         return True
-
-    mod.on("pre-auth-iq", before_login)
-    mod.on_iq("get", NS, "query", when_logged_in, targets=("self", "host"))
-    mod.on_iq("set", NS, "query", when_logged_in, targets=("self", "host"))
 
 
 def _form(instructions: str) -> etree._Element:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
+from xmppd.elements import element
 from xmppd.module import ModuleAPI, Option, StanzaEvent
-from xmppd.stanza import element
 
 PROTOCOLS = [("XEP-0092", "1.1")]
 NS = "jabber:iq:version"

@@ -1,0 +1,100 @@
+# Shared settings and helpers for bench/run.sh, bench/others.sh and bench/xmppd.sh (sourced).
+# Every knob is an environment variable with a short default, so a whole run fits in ~15 minutes.
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+OUT="${BENCH_OUT:-$HERE/out}"
+export BENCH_OUT="$OUT"
+mkdir -p "$OUT"
+
+# Pinning: the server (and its database) on one core, the load generator on the other.
+SERVER_CPU="${SERVER_CPU:-0}"
+LOADGEN_CPU="${LOADGEN_CPU:-1}"
+export SERVER_CPU
+
+DOMAIN="${DOMAIN:-bench.local}"
+PASSWORD="${PASSWORD:-bench-pass}"
+MECH="${MECH:-SCRAM-SHA-256}"          # Prosody and ejabberd store keys for one hash only
+ACCOUNTS="${ACCOUNTS:-10000}"          # on $DOMAIN (idle sessions need this many)
+MAM_ACCOUNTS="${MAM_ACCOUNTS:-1000}"   # on mam.$DOMAIN (archive on)
+ROSTER_POOL="${ROSTER_POOL:-2000}"     # accounts with a 20-contact roster (logins use the first 1000)
+DURATION="${DURATION:-10}"             # measured seconds per throughput scenario
+LOGINS="${LOGINS:-500}"
+LOGIN_CONCURRENCY="${LOGIN_CONCURRENCY:-20}"
+PAIRS="${PAIRS:-50}"
+RATE="${RATE:-500}"                    # fixed-rate latency test, msg/s
+IDLE="${IDLE:-10000}"
+MUC_OCCUPANTS="${MUC_OCCUPANTS:-100}"
+MAM_QUERIES="${MAM_QUERIES:-200}"
+MAM_FILL="${MAM_FILL:-1000}"             # minimum archive, filled over XMPP if short
+MAM_ARCHIVE="${MAM_ARCHIVE:-1000000}"    # archive of u1@mam.$DOMAIN written by SQL (Prosody, ejabberd)
+WORKERS="${WORKERS:-1}"
+MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
+SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate idle-tls idle-plain muc muc-rate mam cross-node}"
+PG_PORT="${BENCH_PG_PORT:-15432}"
+PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
+RESULTS="$OUT/results.jsonl"
+PY="${PYTHON:-python3}"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# pid of the process listening on a TCP port (bounded wait: up to $2 seconds).
+wait_port_pid() {
+    local port=$1 limit=${2:-60} i pid
+    for ((i = 0; i < limit * 4; i++)); do
+        pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+        if [ -n "$pid" ]; then echo "$pid"; return 0; fi
+        sleep 0.25
+    done
+    return 1
+}
+
+pg_createdb() {
+    "$HERE/pg.sh" psql -tc "SELECT 1 FROM pg_database WHERE datname='$1'" | grep -q 1 ||
+        "$HERE/pg.sh" psql -c "CREATE DATABASE $1"
+}
+
+loadgen() {
+    (cd "$ROOT" && taskset -c "$LOADGEN_CPU" "$PY" -m bench.loadgen --json-out "$RESULTS" --password "$PASSWORD" "$@")
+}
+
+# bench_target LABEL PORT TLS_PORT SERVER_PID DB_PID [extra loadgen args]
+# Runs $SCENARIOS against one started server; a failing scenario is logged and the next one runs.
+bench_target() {
+    local label=$1 port=$2 tls_port=$3 spid=$4 dbpid=$5
+    shift 5
+    local extra=("$@") common
+    log "$label: server pid $spid pinned to CPU $SERVER_CPU (taskset), load generator on CPU $LOADGEN_CPU"
+    for s in $SCENARIOS; do
+        # Idle memory is measured on a fresh server: allocators (Python's, Erlang's, Lua's) keep what
+        # earlier scenarios used, and a reused heap would hide the cost of new sessions.
+        if [[ $s == idle-* ]] && declare -F restart_server >/dev/null; then
+            # Called directly, not in $(...): a daemon started inside a command substitution could
+            # hold its pipe open and hang the script. restart_server sets RESTARTED_PID.
+            restart_server || { log "$label: restart failed"; return 1; }
+            spid=$RESTARTED_PID
+            log "$label: restarted for $s, server pid $spid"
+        fi
+        common=(--port "$port" --server-pid "$spid" --db-pid "$dbpid" --mechanism "$MECH" --label "$label" "${extra[@]}")
+        log "$label: $s"
+        case $s in
+        logins) loadgen "${common[@]}" --scenario logins --count "$LOGINS" \
+            --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --workers "$WORKERS" ;;
+        messages) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --duration "$DURATION" \
+            --workers "$WORKERS" --param archive=off ;;
+        messages-archive) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \
+            --duration "$DURATION" --workers "$WORKERS" --param archive=on ;;
+        messages-rate) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --rate "$RATE" \
+            --duration "$DURATION" --param archive=off ;;
+        idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 ;;
+        idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --tls none ;;
+        muc) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \
+            --param archive=on ;;
+        muc-rate) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \
+            --rate "$MUC_RATE" --param archive=on ;;
+        mam) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario mam --count "$MAM_QUERIES" \
+            --mam-fill "$MAM_FILL" --duration "$DURATION" ;;
+        cross-node) loadgen "${common[@]}" --scenario cross-node --peer-port "${PEER_PORT:-0}" ;;
+        *) log "unknown scenario $s" ;;
+        esac || log "$label: $s failed (exit $?), continuing"
+    done
+}

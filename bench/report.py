@@ -1,0 +1,214 @@
+"""Turns the load generator's JSON lines into results.json and a side-by-side Markdown table.
+
+    python -m bench.report bench/out/results.jsonl --json bench/out/results.json --md bench/out/results.md
+
+Columns are the targets in the order they ran; the last column is xmppd's ratio to the better of
+Prosody and ejabberd (above 1 is better for xmppd, whichever direction the metric is better in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    title: str
+    match: Callable[[Record], bool]
+    value: Callable[[Record], float | None]
+    higher_is_better: bool = True
+    digits: int = 0
+    compare: bool = True  # False: shown for context, no ratio (e.g. CPU use)
+
+
+def _p(r: Record, key: str) -> Any:
+    return r.get("params", {}).get(key)
+
+
+def _lat(key: str) -> Callable[[Record], float | None]:
+    return lambda r: r.get("latency", {}).get(key)
+
+
+def _rate(r: Record) -> float | None:
+    return r.get("rate")
+
+
+def _res(key: str) -> Callable[[Record], float | None]:
+    return lambda r: r.get("results", {}).get(key)
+
+
+def _cpu(key: str) -> Callable[[Record], float | None]:
+    return lambda r: r.get("cpu", {}).get(key)
+
+
+def _msg(archive: str, fixed: bool) -> Callable[[Record], bool]:
+    return lambda r: (
+        r["scenario"] == "messages"
+        and _p(r, "archive") == archive
+        and (float(_p(r, "rate") or 0) > 0) == fixed
+    )
+
+
+def _muc(fixed: bool) -> Callable[[Record], bool]:
+    return lambda r: r["scenario"] == "muc" and (float(_p(r, "rate") or 0) > 0) == fixed
+
+
+def _is(scenario: str, **params: str) -> Callable[[Record], bool]:
+    return lambda r: r["scenario"] == scenario and all(_p(r, k) == v for k, v in params.items())
+
+
+METRICS = [
+    Metric("logins/s (TLS, SCRAM, bind, 20-contact roster, presence)", _is("logins"), _rate),
+    Metric("login p50 ms", _is("logins"), _lat("p50_ms"), False, 1),
+    Metric("login p99 ms", _is("logins"), _lat("p99_ms"), False, 1),
+    Metric("1:1 msg/s, archive off", _msg("off", False), _rate),
+    Metric("1:1 msg/s, archive on (PostgreSQL)", _msg("on", False), _rate),
+    Metric(
+        "server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False
+    ),
+    Metric("load generator CPU % during 1:1 max", _msg("off", False), _cpu("loadgen_cpu_pct"), compare=False),
+    Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
+    Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
+    Metric("KB per idle session (TLS)", _is("idle", tls="starttls"), _res("kb_per_session"), False, 1),
+    Metric("KB per idle session (plain)", _is("idle", tls="none"), _res("kb_per_session"), False, 1),
+    Metric("MUC deliveries/s (archive on)", _muc(False), _rate),
+    Metric("MUC delivery p50 ms at fixed rate", _muc(True), _lat("p50_ms"), False, 2),
+    Metric("MUC delivery p99 ms at fixed rate", _muc(True), _lat("p99_ms"), False, 2),
+    Metric("MAM page p50 ms", _is("mam"), _lat("p50_ms"), False, 2),
+    Metric("MAM page p99 ms", _is("mam"), _lat("p99_ms"), False, 2),
+]
+
+
+def load(path: Path) -> list[Record]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def targets(records: list[Record]) -> list[str]:
+    seen: list[str] = []
+    for r in records:
+        if r["target"] not in seen:
+            seen.append(r["target"])
+    return seen
+
+
+def find(records: list[Record], target: str, m: Metric) -> Record | None:
+    return next((r for r in records if r["target"] == target and "skipped" not in r and m.match(r)), None)
+
+
+def cell(records: list[Record], target: str, m: Metric) -> float | None:
+    r = find(records, target, m)
+    v = m.value(r) if r is not None else None
+    return float(v) if isinstance(v, int | float) else None
+
+
+def text(records: list[Record], target: str, m: Metric) -> str:
+    r = find(records, target, m)
+    shown = fmt(cell(records, target, m), m.digits)
+    if (
+        r is not None
+        and shown
+        and _p(r, "archive") == "on"
+        and r.get("info", {}).get("mam_advertised") is False
+    ):
+        shown += " (no MAM advertised)"
+    return shown
+
+
+def ratio(values: dict[str, float | None], m: Metric) -> str:
+    if not m.compare:
+        return ""
+    ours = next((v for t, v in values.items() if t.startswith("xmppd") and v), None)
+    others = [v for t, v in values.items() if t.startswith(("prosody", "ejabberd")) and v]
+    if ours is None or not others:
+        return ""
+    best = max(others) if m.higher_is_better else min(others)
+    return f"{(ours / best if m.higher_is_better else best / ours):.2f}x"
+
+
+def fmt(v: float | None, digits: int) -> str:
+    return "" if v is None else f"{v:,.{digits}f}"
+
+
+def table(records: list[Record]) -> str:
+    cols = targets(records)
+    lines = ["| metric | " + " | ".join(cols) + " | xmppd vs best other |", "|---" * (len(cols) + 2) + "|"]
+    for m in METRICS:
+        values = {t: cell(records, t, m) for t in cols}
+        if all(v is None for v in values.values()):
+            continue
+        shown = {t: text(records, t, m) for t in cols}
+        no_archive = any(t.startswith("xmppd") and "no MAM" in shown[t] for t in cols)
+        row = [m.title, *shown.values(), "n/a (no archive)" if no_archive else ratio(values, m)]
+        lines.append("| " + " | ".join(row) + " |")
+    skipped = [f"- {r['target']}: {r['scenario']} skipped: {r['skipped']}" for r in records if "skipped" in r]
+    errors = [
+        f"- {r['target']}: {r['scenario']} had {r['errors']} errors: {r.get('first_errors')}"
+        for r in records
+        if r.get("errors")
+    ]
+    for extra in (skipped, errors):
+        if extra:
+            lines += ["", *extra]
+    return "\n".join(lines)
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in _run(["lscpu"]).splitlines() if "Model name" in ln), ""
+    )
+    pkgs = _run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", "prosody", "ejabberd", "postgresql-15"])
+    import lxml.etree
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
+        "packages": pkgs.splitlines(),
+        "xmppd_rev": _run(["git", "rev-parse", "--short", "HEAD"]) or "uncommitted",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jsonl", type=Path)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--md", type=Path, required=True)
+    p.add_argument("--started", default="")
+    p.add_argument("--command", default="bench/run.sh")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    records = load(args.jsonl)
+    info = machine()
+    doc = {"started": args.started, "command": args.command, "machine": info, "records": records}
+    args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    header = (
+        f"Run started {args.started} with `{args.command}`; {info['cpus']} CPUs ({info['cpu_model']}), "
+        f"kernel {info['kernel']}, Python {info['python']}, lxml {info['lxml']}; "
+        f"{'; '.join(info['packages'])}. Servers and PostgreSQL pinned to one core with taskset, "
+        "the load generator to the other.\n\n"
+    )
+    args.md.write_text(header + table(records) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

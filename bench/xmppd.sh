@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# xmppd under the benchmark: config from bench/templates/xmppd.toml, accounts and rosters through
+# bench/xmppd_provision.py, server pinned to CPU $SERVER_CPU, then $SCENARIOS.
+#   bench/xmppd.sh [run|setup|start|stop]
+# Ports: c2s 35222, Direct TLS 35223. XMPPD_STORAGE=postgresql (default, bench/pg.sh's cluster) or sqlite.
+# The xmppd-specific commands are all in this file and the two it names: adapt them if xmppd changes.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+PORT=35222
+X="$OUT/xmppd"
+CFG="$OUT/xmppd.toml"
+XMPPD_STORAGE="${XMPPD_STORAGE:-postgresql}"
+
+setup() {
+    mkdir -p "$X"
+    "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$CFG" OUT="$OUT" DOMAIN="$DOMAIN" \
+        C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE"
+    [ "$XMPPD_STORAGE" = postgresql ] && pg_createdb xmppd
+    (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" check-config >/dev/null)
+    (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" migrate >/dev/null)
+    (cd "$ROOT" && "$PY" -m bench.xmppd_provision --config "$CFG" --domain "$DOMAIN:$ACCOUNTS" \
+        --domain "mam.$DOMAIN:$MAM_ACCOUNTS" --roster-pool "$ROSTER_POOL" --password "$PASSWORD")
+}
+
+start() {
+    (cd "$ROOT" && exec taskset -c "$SERVER_CPU" "$PY" -m xmppd --config "$CFG" serve) >"$X/stdout.log" 2>&1 &
+    if ! wait_port_pid $PORT 30 >"$X/run.pid"; then
+        log "xmppd did not open port $PORT; its output:"
+        tail -20 "$X/stdout.log" >&2
+        return 1
+    fi
+}
+
+stop() {
+    if [ -f "$X/run.pid" ]; then
+        local pid
+        pid=$(cat "$X/run.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$X/run.pid"
+    fi
+}
+
+run() {
+    "$HERE/pg.sh" start
+    setup
+    stop
+    trap stop EXIT
+    start
+    restart_server() { stop; start; RESTARTED_PID=$(cat "$X/run.pid"); }
+    local rev
+    rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
+    bench_target "xmppd $rev ($XMPPD_STORAGE)" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
+    stop
+}
+
+case "${1:-run}" in
+run) run ;;
+setup) "$HERE/pg.sh" start; setup ;;
+start) start ;;
+stop) stop ;;
+*) echo "usage: $0 [run|setup|start|stop]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,160 @@
+"""An in-memory server for module tests: XML in, XML out, no sockets, no sleeps.
+
+    async with Harness.start(tmp_path, hosts=("localhost", "example.test")) as h:
+        await h.account("alice@localhost")
+        alice = await h.connect("alice@localhost/phone")
+        await alice.send("<presence/>")
+        assert alice.take(presence) == [...]
+
+A real `Server` with a real SQLite storage in `tmp_path`: the modules are loaded on every host by
+`Server._load_modules`, exactly as `start()` does, but no listener is opened. Clients are
+sessions bound with `Server.bind` whose output records every stanza written to them; `send`
+feeds a stanza to `Router.process` as the connection task would after binding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from lxml import etree
+
+import storage as storage_api
+from storage import Storage
+from xmppd.config import load_config
+from xmppd.jid import JID, parse_jid
+from xmppd.server import Server
+from xmppd.session import Session
+from xmppd.stanza import CLIENT_NS
+
+ROSTER_NS = "jabber:iq:roster"
+
+
+class Recorder:
+    """A session Output that keeps what is written, one entry per write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self, data: bytes = b"") -> None:
+        if data:
+            self.writes.append(data)
+        self.closed = True
+
+
+def parse(xml: str) -> etree._Element:
+    """A stanza in jabber:client, written without the namespace for brevity."""
+    wrapper = etree.fromstring(f"<wrapper xmlns='{CLIENT_NS}'>{xml}</wrapper>")
+    return wrapper[0]
+
+
+class Client:
+    """One bound resource: feed it stanzas, read what the server wrote to it."""
+
+    def __init__(self, harness: Harness, session: Session, output: Recorder) -> None:
+        self.harness = harness
+        self.session = session
+        self.output = output
+
+    @property
+    def jid(self) -> JID:
+        return self.session.jid
+
+    async def send(self, xml: str) -> None:
+        await self.harness.server.router.process(self.session, parse(xml))
+
+    def take(self, match: Callable[[etree._Element], bool] = lambda _e: True) -> list[etree._Element]:
+        """The stanzas received since the last take that `match` accepts (all are consumed)."""
+        received = [etree.fromstring(data) for data in self.output.writes]
+        self.output.writes.clear()
+        return [stanza for stanza in received if match(stanza)]
+
+    async def disconnect(self) -> None:
+        await self.harness.server.session_ended(self.session, "test disconnect")
+
+
+class Harness:
+    def __init__(self, server: Server, storage: Storage) -> None:
+        self.server = server
+        self.storage = storage
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls, tmp_path: Path, hosts: tuple[str, ...] = ("localhost",)) -> AsyncIterator[Harness]:
+        config = dataclasses.replace(load_config(None), hosts=hosts, modules=(), data_dir=tmp_path)
+        storage = await storage_api.open_storage("sqlite", sqlite_path=str(tmp_path / "xmppd.sqlite3"))
+        try:
+            await storage.migrate()
+            server = Server(config, storage=storage)
+            for host in server.hosts.values():
+                await server._load_modules(host)
+            try:
+                yield cls(server, storage)
+            finally:
+                for host in server.hosts.values():
+                    for module in host.modules.values():
+                        module.unload()
+        finally:
+            await storage.close()
+
+    async def account(self, jid: str) -> JID:
+        account = parse_jid(jid)
+        assert account.local is not None
+        assert await self.storage.accounts.create(account.domain, account.local, [])
+        return account
+
+    async def connect(self, jid: str) -> Client:
+        output = Recorder()
+        session = await self.server.bind(parse_jid(jid), output, "127.0.0.1")
+        return Client(self, session, output)
+
+
+# -- matching what clients receive ----------------------------------------------------------------
+
+
+def presence(stanza: etree._Element) -> bool:
+    return stanza.tag == f"{{{CLIENT_NS}}}presence"
+
+
+def roster_push(stanza: etree._Element) -> bool:
+    return (
+        stanza.tag == f"{{{CLIENT_NS}}}iq"
+        and stanza.get("type") == "set"
+        and stanza.find(f"{{{ROSTER_NS}}}query") is not None
+    )
+
+
+def iq_reply(stanza: etree._Element) -> bool:
+    return stanza.tag == f"{{{CLIENT_NS}}}iq" and stanza.get("type") in ("result", "error")
+
+
+def summary(stanza: etree._Element) -> tuple[str | None, str | None, str | None]:
+    """(type, from, to) of a presence, the usual thing to compare."""
+    return stanza.get("type"), stanza.get("from"), stanza.get("to")
+
+
+def pushed_items(stanza: etree._Element) -> list[dict[str, str]]:
+    """The items of a roster push or result as attribute dicts (groups under 'groups')."""
+    query = stanza.find(f"{{{ROSTER_NS}}}query")
+    assert query is not None
+    items: list[dict[str, str]] = []
+    for item in query.findall(f"{{{ROSTER_NS}}}item"):
+        attributes = {str(key): str(value) for key, value in item.attrib.items()}
+        groups = [group.text or "" for group in item.findall(f"{{{ROSTER_NS}}}group")]
+        if groups:
+            attributes["groups"] = ",".join(groups)
+        items.append(attributes)
+    return items
+
+
+def error_condition(stanza: etree._Element) -> str | None:
+    error = stanza.find(f"{{{CLIENT_NS}}}error")
+    if error is None or len(error) == 0:
+        return None
+    return etree.QName(error[0]).localname
