@@ -88,11 +88,11 @@ class Server:
         await prepare_schema(self.storage)
         self.tls = TLSContexts(self.config)
         for host in self.hosts.values():
-            await self._load_modules(host)
+            await self.load_modules(host)
         await self._listen()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
 
-    async def _load_modules(self, host: Host) -> None:
+    async def load_modules(self, host: Host) -> None:
         for name in self.config.all_modules:
             api = ModuleAPI(name, host, self, self.config.options_for(name))
             result = load_module(name).setup(api)

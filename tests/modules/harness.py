@@ -7,7 +7,7 @@
         assert alice.take(presence) == [...]
 
 A real `Server` with a real SQLite storage in `tmp_path`: the modules are loaded on every host by
-`Server._load_modules`, exactly as `start()` does, but no listener is opened. Clients are
+`Server.load_modules`, exactly as `start()` does, but no listener is opened. Clients are
 sessions bound with `Server.bind` whose output records every stanza written to them; `send`
 feeds a stanza to `Router.process` as the connection task would after binding.
 """
@@ -93,7 +93,7 @@ class Harness:
             await storage.migrate()
             server = Server(config, storage=storage)
             for host in server.hosts.values():
-                await server._load_modules(host)
+                await server.load_modules(host)
             try:
                 yield cls(server, storage)
             finally:
