@@ -174,6 +174,7 @@ class C2SNegotiation:
         self._scram: ScramServer | None = None
         self._mechanism: str | None = None
         self._pending_user = ""
+        self._awaiting_initial = False
 
     @property
     def authenticated(self) -> bool:
@@ -202,7 +203,11 @@ class C2SNegotiation:
             raise StreamError("invalid-xml", "unexpected stream header")
         self._stream_id = self._stream_ids()
         to = opened.attributes.get("to")
-        self.domain = to.lower().rstrip(".") if to else None
+        domain = to.lower().rstrip(".") if to else None
+        if self.domain is not None and domain != self.domain:
+            # After STARTTLS or SASL the stream restarts for the same host (RFC 6120 §5.4.3.3).
+            raise StreamError("host-unknown", "a restarted stream must be for the same host")
+        self.domain = domain
         if opened.content_ns != CLIENT_NS:
             raise StreamError("invalid-namespace", f"the content namespace must be {CLIENT_NS}")
         if self.domain is None or not self.policy.served(self.domain):
@@ -297,11 +302,17 @@ class C2SNegotiation:
             return self._sasl_failure(None, failure.condition)
         self._mechanism = mechanism
         self.state = State.SASL
-        if mechanism == "PLAIN":
-            return self._on_plain(initial)
         if not initial:
-            # SCRAM is client-first: an empty initial response gets an empty challenge (§6.4.2).
+            # No (or an empty) initial response: an empty challenge asks for it (RFC 6120 §6.4.2);
+            # neither PLAIN nor SCRAM has a meaningful empty first message.
+            self._awaiting_initial = True
             return [Send(self._sasl("challenge", None))]
+        return self._on_initial_response(initial)
+
+    def _on_initial_response(self, initial: bytes) -> list[Action]:
+        self._awaiting_initial = False
+        if self._mechanism == "PLAIN":
+            return self._on_plain(initial)
         return self._on_scram_first(initial)
 
     def _on_plain(self, message: bytes) -> list[Action]:
@@ -337,15 +348,17 @@ class C2SNegotiation:
     def _on_sasl_step(self, element: etree._Element, tag: str) -> list[Action]:
         if tag == f"{{{SASL_NS}}}abort":
             return self._sasl_failure(None, "aborted")
-        if tag != f"{{{SASL_NS}}}response" or self._mechanism in (None, "PLAIN"):
+        expected = self._awaiting_initial or self._scram is not None
+        if tag != f"{{{SASL_NS}}}response" or not expected:
             raise StreamError("policy-violation", "SASL negotiation is in progress")
         try:
             response = decode_sasl_data(element.text or "")
         except SaslFailure as failure:
             return self._sasl_failure(None, failure.condition)
-        if self._scram is None:
-            return self._on_scram_first(response)
+        if self._awaiting_initial:
+            return self._on_initial_response(response)
         scram = self._scram
+        assert scram is not None
         try:
             final = scram.client_final(response)
         except SaslFailure as failure:
@@ -377,6 +390,7 @@ class C2SNegotiation:
         self.auth_failures += 1
         self._scram = None
         self._mechanism = None
+        self._awaiting_initial = False
         self.state = State.AUTH
         failure = f"<failure xmlns='{SASL_NS}'><{condition}/></failure>".encode()
         if self.auth_failures >= self.policy.max_auth_failures:
