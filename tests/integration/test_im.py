@@ -65,7 +65,7 @@ async def test_subscription_handshake_and_presence_broadcast(xmpp: XmppServer) -
 
 async def test_in_band_registration_and_password_change(xmpp: XmppServer) -> None:
     newbie = xmpp.client("newbie@localhost", PASSWORD, plugins=("xep_0077",))
-    newbie["xep_0077"].force_registration = True
+    newbie.plugin["xep_0077"].force_registration = True
     registered = asyncio.get_running_loop().create_future()
 
     async def register(_form: object) -> None:
@@ -83,7 +83,7 @@ async def test_in_band_registration_and_password_change(xmpp: XmppServer) -> Non
     await asyncio.wait_for(started, TIMEOUT)
     assert await xmpp.server.storage.accounts.exists("localhost", "newbie")
 
-    await newbie["xep_0077"].change_password("a whole new secret", timeout=TIMEOUT)
+    await newbie.plugin["xep_0077"].change_password("a whole new secret", timeout=TIMEOUT)
     stored = await xmpp.server.storage.accounts.credentials("localhost", "newbie", "sha256")
     assert stored is not None
     assert verify_plain("a whole new secret", stored) and not verify_plain(PASSWORD, stored)
