@@ -31,7 +31,7 @@ def client_context() -> ssl.SSLContext:
 
 async def peer_certificate(port: int, server_hostname: str) -> tuple[str, str | None]:
     """(certificate common name, negotiated ALPN) of a Direct TLS handshake."""
-    reader, writer = await asyncio.open_connection(
+    _reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=client_context(), server_hostname=server_hostname
     )
     ssl_object = writer.get_extra_info("ssl_object")
