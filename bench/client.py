@@ -129,9 +129,7 @@ class Session:
             raise LoginError("stream error: " + ",".join(etree.QName(c).localname for c in ev))
         return ev
 
-    async def wait_iq(
-        self, iq_id: str, on_other: Callable[[etree._Element], None] | None = None
-    ) -> etree._Element:
+    async def wait_iq(self, iq_id: str, on_other: Callable[[etree._Element], None] | None = None) -> etree._Element:
         """Waits for the iq answering iq_id; other stanzas go to on_other (or are dropped)."""
         while True:
             el = await self.element()
@@ -279,9 +277,7 @@ async def login(
         if roster:
             session.send(xs.iq("get", "roster", f"<query xmlns='{xs.NS_ROSTER}'/>"))
             result = await session.wait_iq("roster")
-            session.stats["roster_items"] = len(
-                result.findall(f"{{{xs.NS_ROSTER}}}query/{{{xs.NS_ROSTER}}}item")
-            )
+            session.stats["roster_items"] = len(result.findall(f"{{{xs.NS_ROSTER}}}query/{{{xs.NS_ROSTER}}}item"))
         if presence:
             session.send(b"<presence/>")
         session.send(xs.iq("get", "ready", f"<ping xmlns='{xs.NS_PING}'/>", to=target.domain))

@@ -216,9 +216,7 @@ def run_workers(name: str, opt: Options, args: argparse.Namespace, window: Windo
     queue = ctx.Queue()
     limit = opt.warmup + opt.duration + 10 * opt.target.timeout + opt.count / 10
     procs = [
-        ctx.Process(
-            target=_worker, args=(WorkerJob(name, opt, args.key_cache, Shard(i, n), limit), barrier, queue)
-        )
+        ctx.Process(target=_worker, args=(WorkerJob(name, opt, args.key_cache, Shard(i, n), limit), barrier, queue))
         for i in range(n)
     ]
     for p in procs:
@@ -258,9 +256,7 @@ def affinity(pid: int) -> str:
     return ",".join(map(str, cpus))
 
 
-def record(
-    name: str, args: argparse.Namespace, opt: Options, outcome: Outcome, window: Window
-) -> dict[str, Any]:
+def record(name: str, args: argparse.Namespace, opt: Options, outcome: Outcome, window: Window) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "target": args.label or f"{args.host}:{args.port}",
         "scenario": name,
@@ -374,12 +370,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def quiesce(roots: list[int], limit_s: float = 30.0) -> None:
+    """Waits (bounded) until the server is idle, so one scenario's backlog is not the next one's load."""
+    if not roots:
+        return
+    deadline = time.monotonic() + limit_s
+    before = procstat.sample(roots)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = procstat.sample(roots)
+        if procstat.cpu_pct(before, after, 0.5) < 10.0:
+            return
+        before = after
+
+
 def run_one(name: str, args: argparse.Namespace, opt: Options) -> dict[str, Any]:
     if name == "cross-node" and not args.peer_port:
         return skipped(name, args, "target has no cluster: pass --peer-port of a second node")
     if name == "idle" and opt.count + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
         return skipped(name, args, f"ulimit -n too low for {opt.count} sessions")
     window = Window(pids(args.server_pid), pids(args.db_pid))
+    quiesce(window.server + window.db)
     if args.workers > 1 and name in SHARDABLE:
         outcome = run_workers(name, opt, args, window)
     else:

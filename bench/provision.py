@@ -97,17 +97,12 @@ def write_prosody_files(plan: Plan, keys: list[ScramKeys], data_dir: Path) -> No
             "iteration_count": str(ITERATIONS),
         }
         fields = "".join(f'\t["{key}"] = {value};\n' for key, value in account.items())
-        (host_dir / "accounts" / f"{prosody_encode(plan.user(n))}.dat").write_text(
-            f"return {{\n{fields}}};\n"
-        )
+        (host_dir / "accounts" / f"{prosody_encode(plan.user(n))}.dat").write_text(f"return {{\n{fields}}};\n")
         items = "".join(
-            f"\t[{lua_string(f'{plan.user(c)}@{plan.domain}')}] = {ROSTER_ITEM_LUA};\n"
-            for c in plan.contacts(n)
+            f"\t[{lua_string(f'{plan.user(c)}@{plan.domain}')}] = {ROSTER_ITEM_LUA};\n" for c in plan.contacts(n)
         )
         if items:
-            (host_dir / "roster" / f"{prosody_encode(plan.user(n))}.dat").write_text(
-                f"return {{\n{items}}};\n"
-            )
+            (host_dir / "roster" / f"{prosody_encode(plan.user(n))}.dat").write_text(f"return {{\n{items}}};\n")
 
 
 def prosody_sql_rows(plan: Plan, keys: list[ScramKeys]) -> Iterator[tuple[str, str, str, str, str, str]]:
@@ -157,9 +152,7 @@ async def write_sql(flavor: str, dsn: str, plan: Plan, keys: list[ScramKeys]) ->
     try:
         async with conn.transaction():
             if flavor == "prosody-sql":
-                await conn.execute(
-                    "DELETE FROM prosody WHERE host=$1 AND store IN ('accounts', 'roster')", plan.domain
-                )
+                await conn.execute("DELETE FROM prosody WHERE host=$1 AND store IN ('accounts', 'roster')", plan.domain)
                 await conn.copy_records_to_table(
                     "prosody",
                     records=list(prosody_sql_rows(plan, keys)),
@@ -278,14 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.flavor.endswith("-archive"):
         owner, peer = f"{args.prefix}1", f"{args.prefix}2"
-        added = asyncio.run(
-            write_archive(args.flavor, args.dsn, args.domain, args.archive, owner=owner, peer=peer)
-        )
+        added = asyncio.run(write_archive(args.flavor, args.dsn, args.domain, args.archive, owner=owner, peer=peer))
         print(f"archive of {owner}@{args.domain}: {added} messages added, {args.archive} wanted")
         return 0
-    plan = Plan(
-        args.domain, args.prefix, args.count, args.password, args.mechanism, min(args.roster_pool, args.count)
-    )
+    plan = Plan(args.domain, args.prefix, args.count, args.password, args.mechanism, min(args.roster_pool, args.count))
     cache = KeyCache()
     cache.load(args.key_cache)
     keys = compute_keys(plan, cache)
@@ -295,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         write_prosody_files(plan, keys, args.data_dir)
     elif args.flavor in {"prosody-sql", "ejabberd-sql"}:
         asyncio.run(write_sql(args.flavor, args.dsn, plan, keys))
-    print(
-        f"provisioned {plan.count} accounts on {plan.domain} ({args.flavor}), rosters for {plan.roster_pool}"
-    )
+    print(f"provisioned {plan.count} accounts on {plan.domain} ({args.flavor}), rosters for {plan.roster_pool}")
     return 0
 
 

@@ -54,9 +54,7 @@ def _cpu(key: str) -> Callable[[Record], float | None]:
 
 def _msg(archive: str, fixed: bool) -> Callable[[Record], bool]:
     return lambda r: (
-        r["scenario"] == "messages"
-        and _p(r, "archive") == archive
-        and (float(_p(r, "rate") or 0) > 0) == fixed
+        r["scenario"] == "messages" and _p(r, "archive") == archive and (float(_p(r, "rate") or 0) > 0) == fixed
     )
 
 
@@ -74,9 +72,7 @@ METRICS = [
     Metric("login p99 ms", _is("logins"), _lat("p99_ms"), False, 1),
     Metric("1:1 msg/s, archive off", _msg("off", False), _rate),
     Metric("1:1 msg/s, archive on (PostgreSQL)", _msg("on", False), _rate),
-    Metric(
-        "server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False
-    ),
+    Metric("server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False),
     Metric("load generator CPU % during 1:1 max", _msg("off", False), _cpu("loadgen_cpu_pct"), compare=False),
     Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
     Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
@@ -115,12 +111,7 @@ def cell(records: list[Record], target: str, m: Metric) -> float | None:
 def text(records: list[Record], target: str, m: Metric) -> str:
     r = find(records, target, m)
     shown = fmt(cell(records, target, m), m.digits)
-    if (
-        r is not None
-        and shown
-        and _p(r, "archive") == "on"
-        and r.get("info", {}).get("mam_advertised") is False
-    ):
+    if r is not None and shown and _p(r, "archive") == "on" and r.get("info", {}).get("mam_advertised") is False:
         shown += " (no MAM advertised)"
     return shown
 
@@ -171,9 +162,7 @@ def _run(cmd: list[str]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in _run(["lscpu"]).splitlines() if "Model name" in ln), ""
-    )
+    model = next((ln.split(":", 1)[1].strip() for ln in _run(["lscpu"]).splitlines() if "Model name" in ln), "")
     pkgs = _run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", "prosody", "ejabberd", "postgresql-15"])
     import lxml.etree
 

@@ -181,9 +181,7 @@ async def _timed_logins(ctx: Context, numbers: list[int], out: Outcome) -> float
     async def worker() -> None:
         for n in queue:
             try:
-                s = await login(
-                    opt.target, Account(f"{opt.prefix}{n}", opt.password, opt.resource), cache, ssl_ctx
-                )
+                s = await login(opt.target, Account(f"{opt.prefix}{n}", opt.password, opt.resource), cache, ssl_ctx)
             except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
                 out.error(exc)
                 continue
@@ -246,8 +244,7 @@ class PairTraffic:
         self.refilling = opt.rate <= 0
         pad = ("x" * max(0, opt.body_size - 25)).encode()
         self.heads = [
-            f"<message to='{sessions[k ^ 1].jid}' type='{msg_type}'><body>bt:".encode()
-            for k in range(len(sessions))
+            f"<message to='{sessions[k ^ 1].jid}' type='{msg_type}'><body>bt:".encode() for k in range(len(sessions))
         ]
         self.tail = b":" + pad + b"</body></message>"
         for k, s in enumerate(sessions):
@@ -496,7 +493,7 @@ class RoomTraffic:
 
     def __init__(self, opt: Options, occupants: list[Session], room: str, out: Outcome) -> None:
         self.opt, self.occupants, self.out = opt, occupants, out
-        self.senders = occupants[: max(1, min(opt.senders, len(occupants)))]
+        self.senders = occupants[: max(1, min(opt.senders, len(occupants), 100))]
         self.sent = self.received = self.window_received = 0
         self.recording = False
         self.refilling = False
@@ -521,11 +518,13 @@ class RoomTraffic:
                 self.window_received += len(stamps)
                 self.out.latencies_us.extend([(now - t) // 1000 for t in stamps])
             if is_sender:
-                # Our own reflections are the stamps we sent; others' messages also pass here, so
-                # count only as many as we have outstanding.
-                self.outstanding[k] = max(0, self.outstanding[k] - len(stamps))
-                if self.refilling:
-                    self.refill(k)
+                # Every occupant sees every sender's messages: only our own reflections (the stamp's
+                # last two digits carry the sender) free our window, or it would grow unbounded.
+                own = sum(1 for t in stamps if t % 100 == k)
+                if own:
+                    self.outstanding[k] = max(0, self.outstanding[k] - own)
+                    if self.refilling:
+                        self.refill(k)
 
         return on_data
 
@@ -537,7 +536,7 @@ class RoomTraffic:
     def refill(self, k: int) -> None:
         room = self.opt.window - self.outstanding[k]
         if room > 0:
-            msg = self.head + str(time.monotonic_ns()).encode() + self.tail
+            msg = self.head + str(time.monotonic_ns() // 100 * 100 + k).encode() + self.tail
             self.senders[k].transport.write(msg * room)
             self.outstanding[k] += room
             self.sent += room
@@ -550,9 +549,7 @@ class RoomTraffic:
             due = min(total, int((time.monotonic_ns() - start) * rate / 1e9) + 1)
             for j in range(k, due):
                 intended = start + int(j * 1e9 / rate)
-                self.senders[j % len(self.senders)].transport.write(
-                    self.head + str(intended).encode() + self.tail
-                )
+                self.senders[j % len(self.senders)].transport.write(self.head + str(intended).encode() + self.tail)
             self.sent += due - k
             k = due
             await asyncio.sleep(0.0005)

@@ -35,8 +35,7 @@ async def provision_api(config_path: str, plans: list[Plan], cache: KeyCache) ->
         await storage.migrate()
         for plan in plans:
             per_hash = {
-                h: compute_keys(Plan(**{**plan.__dict__, "mechanism": mech}), cache)
-                for mech, h in HASHES.items()
+                h: compute_keys(Plan(**{**plan.__dict__, "mechanism": mech}), cache) for mech, h in HASHES.items()
             }
             for n in range(1, plan.count + 1):
                 user = plan.user(n)
@@ -90,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(provision_api(args.config, plans, cache))
     except ImportError as exc:
-        print(
-            f"xmppd storage API not importable ({exc}); falling back to adduser, no rosters", file=sys.stderr
-        )
+        print(f"xmppd storage API not importable ({exc}); falling back to adduser, no rosters", file=sys.stderr)
         provision_cli(args.config, plans)
     cache.save(args.key_cache)
     for plan in plans:

@@ -9,16 +9,23 @@ The backends are imported when opened, so a SQLite deployment never loads asyncp
 
 from __future__ import annotations
 
-from storage.base import AccountStore, KeyValueStore, RosterStore, Storage
+from storage.archive import ArchivePage, ArchiveQuery, ArchiveRecord, ArchiveStore
+from storage.base import AccountStore, KeyValueStore, OfflineStore, RosterStore, Storage
 from storage.errors import SchemaError, StorageError
-from storage.model import RosterItem, ScramCredentials
+from storage.model import OfflineMessage, RosterItem, ScramCredentials
 from storage.schema import LATEST_SCHEMA
 
 __all__ = [
     "BACKENDS",
     "LATEST_SCHEMA",
     "AccountStore",
+    "ArchivePage",
+    "ArchiveQuery",
+    "ArchiveRecord",
+    "ArchiveStore",
     "KeyValueStore",
+    "OfflineMessage",
+    "OfflineStore",
     "RosterItem",
     "RosterStore",
     "SchemaError",

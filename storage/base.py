@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
+from storage.archive import ArchiveStore
 from storage.errors import SchemaError, StorageError
-from storage.model import RosterItem, ScramCredentials
+from storage.model import OfflineMessage, RosterItem, ScramCredentials
 from storage.schema import Migration, check_sequence, schema_problem
 
 __all__ = [
     "AccountStore",
     "KeyValueStore",
+    "OfflineStore",
     "RosterStore",
     "SchemaError",
     "Storage",
@@ -93,6 +95,27 @@ class KeyValueStore(Protocol):
     async def all(self, host: str, username: str, store: str) -> dict[str, Any]: ...
 
 
+class OfflineStore(Protocol):
+    """XEP-0160 offline messages: a queue per user, in arrival order, with a length limit."""
+
+    async def push(self, host: str, username: str, stanza: str, limit: int | None) -> int | None:
+        """Append a message; its id, or None (and nothing written) when the user already has
+        `limit` messages (None: no limit). Ids of one user grow in the order of their pushes."""
+        ...
+
+    async def fetch(
+        self, host: str, username: str, *, after: int = 0, limit: int = 100
+    ) -> builtins.list[OfflineMessage]:
+        """Up to `limit` messages with an id above `after`, oldest first."""
+        ...
+
+    async def delete(self, host: str, username: str, ids: Sequence[int]) -> int:
+        """Delete those of the user's messages; how many there were."""
+        ...
+
+    async def count(self, host: str, username: str) -> int: ...
+
+
 class Storage(abc.ABC):
     """One database: the stores, the schema version, migrations.
 
@@ -103,6 +126,8 @@ class Storage(abc.ABC):
     accounts: AccountStore
     rosters: RosterStore
     kv: KeyValueStore
+    offline: OfflineStore
+    archive: ArchiveStore  # XEP-0313 message archives (storage/archive.py)
 
     def __init__(self, migrations: Sequence[Migration]) -> None:
         if not migrations:

@@ -44,3 +44,14 @@ class RosterItem:
     approved: bool = False
     groups: tuple[str, ...] = field(default=())
     listed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineMessage:
+    """A message stored for an account with no available resource (XEP-0160).
+
+    `id` grows with arrival order and is never reused; `stanza` is the serialised XML.
+    """
+
+    id: int
+    stanza: str

@@ -22,13 +22,15 @@ import asyncpg
 from storage.base import Storage, check_credentials, decode_json, encode_json
 from storage.errors import StorageError
 from storage.model import RosterItem, ScramCredentials
+from storage.postgres_archive import PostgresArchive
+from storage.postgres_offline import PostgresOffline
 from storage.schema import Migration, load_migrations
 
 # Every table holding a user's data besides `accounts` (whose credentials go by ON DELETE CASCADE),
 # in the order rows are locked: roster_versions first, as the roster writes do. A migration that
 # adds such a table adds it here; the contract suite checks that deleting an account leaves no
 # row of the user in any table with (host, username) columns.
-_USER_TABLES = ("roster_versions", "roster_items", "kv")
+_USER_TABLES = ("roster_versions", "roster_items", "kv", "archive", "offline_messages")
 
 CONNECT_TIMEOUT = 10.0  # seconds; a server that does not answer should fail startup quickly
 
@@ -52,6 +54,8 @@ class PostgresStorage(Storage):
         self.accounts = PostgresAccounts(self)
         self.rosters = PostgresRosters(self)
         self.kv = PostgresKeyValue(self)
+        self.offline = PostgresOffline(self)
+        self.archive = PostgresArchive(self)
 
     async def open(self, dsn: str, pool_size: int = 10) -> None:
         if pool_size < 1:

@@ -34,7 +34,7 @@ T = TypeVar("T")
 # Every table holding a user's data besides `accounts` (whose credentials go by ON DELETE CASCADE).
 # A migration that adds such a table adds it here; the contract suite checks that deleting an
 # account leaves no row of the user in any table with (host, username) columns.
-_USER_TABLES = ("roster_versions", "roster_items", "kv")
+_USER_TABLES = ("roster_versions", "roster_items", "kv", "archive", "offline_messages")
 
 _BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
 
@@ -147,6 +147,12 @@ class SqliteStorage(Storage):
         self.accounts = SqliteAccounts(self._conn)
         self.rosters = SqliteRosters(self._conn)
         self.kv = SqliteKeyValue(self._conn)
+        from storage.sqlite_offline import SqliteOffline  # it imports this module
+
+        self.offline = SqliteOffline(self._conn)
+        from storage.sqlite_archive import SqliteArchive  # it imports this module
+
+        self.archive = SqliteArchive(self._conn)
 
     async def open(self) -> None:
         await self._conn.open()

@@ -20,7 +20,9 @@ from xmppd.module import Option, load_module
 
 # Always loaded: the RFC 6120/6121 core. `[server] modules` lists the optional ones.
 CORE_MODULES = ("iq", "message", "presence", "roster", "disco", "legacy_session")
-DEFAULT_MODULES = ("ping", "version", "register", "caps", "contact_addresses")
+DEFAULT_MODULES = (
+    "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
+)
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

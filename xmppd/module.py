@@ -98,6 +98,13 @@ class ModuleAPI:
             self.host.add_feature(feature)
             self._undo.append(lambda: self.host.remove_feature(feature))
 
+    def add_account_feature(self, feature: str) -> None:
+        """A feature the server offers on behalf of each account (disco#info to a bare JID)."""
+        features = self.host.account_features
+        if feature not in features:
+            features.append(feature)
+            self._undo.append(lambda: features.remove(feature))
+
     def add_identity(self, category: str, type_: str, name: str | None = None) -> None:
         identity = Identity(category, type_, name)
         self.host.identities.append(identity)

@@ -12,8 +12,9 @@ priority -1 in the message, presence and iq modules. Targets:
 - `bare`: an account (`user@example.org`)
 - `full`: a resource (`user@example.org/phone`)
 
-An iq get/set first fires `iq-<type>/<target>/<payload ns>:<payload name>`, so that a module
-handling one namespace never sees the others. An iq get/set that nobody handles is answered
+An iq get/set first fires `iq-<type>/<target>` (for what applies to every payload, such as
+blocking), then `iq-<type>/<target>/<payload ns>:<payload name>`, so that a module handling one
+namespace never sees the others. An iq get/set that nobody handles is answered
 with service-unavailable (RFC 6120 §8.4), never dropped.
 """
 
@@ -132,6 +133,9 @@ class Router:
         event = StanzaEvent(stanza, origin, host, self)
         hooks = host.hooks
         if stanza.kind == "iq" and stanza.type in ("get", "set"):
+            # `iq-<type>/<target>` first, for what concerns every payload (blocking).
+            if await hooks.fire(f"iq-{stanza.type}/{target}", event):
+                return
             payload = stanza.payload()
             assert payload is not None
             name = f"iq-{stanza.type}/{target}/{payload.tag[1:].replace('}', ':')}"

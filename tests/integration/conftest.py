@@ -4,6 +4,7 @@ STARTTLS (or Direct TLS) and SCRAM. Each test gets a fresh server on each storag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -136,10 +137,10 @@ class Client(slixmpp.ClientXMPP):
                 return presence
 
 
-@pytest.fixture
-async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
-    """A started server on a migrated database of each backend (see tests/conftest.py)."""
-    server = Server(load_config(write_config(tmp_path)), storage=storage)
+@contextlib.asynccontextmanager
+async def running_server(storage: Storage, tmp_path: Path, extra_config: str = "") -> AsyncIterator[XmppServer]:
+    """A started server on `storage`; its clients are cut and the server stopped afterwards."""
+    server = Server(load_config(write_config(tmp_path, extra_config)), storage=storage)
     await server.start()
     running = XmppServer(server)
     try:
@@ -148,3 +149,10 @@ async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
         for client in running.clients:
             client.abort()
         await server.stop()
+
+
+@pytest.fixture
+async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
+    """A started server on a migrated database of each backend (see tests/conftest.py)."""
+    async with running_server(storage, tmp_path) as running:
+        yield running

@@ -15,9 +15,10 @@ feeds a stanza to `Router.process` as the connection task would after binding.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
@@ -25,6 +26,7 @@ import storage as storage_api
 from storage import Storage
 from xmppd.config import load_config
 from xmppd.jid import JID, parse_jid
+from xmppd.module import load_module
 from xmppd.server import Server
 from xmppd.session import Session
 from xmppd.stanza import CLIENT_NS
@@ -86,8 +88,23 @@ class Harness:
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, tmp_path: Path, hosts: tuple[str, ...] = ("localhost",)) -> AsyncIterator[Harness]:
-        config = dataclasses.replace(load_config(None), hosts=hosts, modules=(), data_dir=tmp_path)
+    async def start(
+        cls,
+        tmp_path: Path,
+        hosts: tuple[str, ...] = ("localhost",),
+        modules: tuple[str, ...] = (),
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[Harness]:
+        """The core modules, plus `modules` with their declared defaults overridden by `options`."""
+        config = dataclasses.replace(load_config(None), hosts=hosts, modules=modules, data_dir=tmp_path)
+        module_options = {
+            name: {
+                **{key: option.default for key, option in getattr(load_module(name), "OPTIONS", {}).items()},
+                **(options or {}).get(name, {}),
+            }
+            for name in config.all_modules
+        }
+        config = dataclasses.replace(config, module_options=module_options)
         storage = await storage_api.open_storage("sqlite", sqlite_path=str(tmp_path / "xmppd.sqlite3"))
         try:
             await storage.migrate()

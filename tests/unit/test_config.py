@@ -102,7 +102,7 @@ def test_shipped_config_states_every_core_option() -> None:
     assert "[tls.certificates." in SHIPPED.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("module", ["register", "version", "contact_addresses"])
+@pytest.mark.parametrize("module", ["register", "version", "contact_addresses", "offline", "blocking"])
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     assert set(raw["modules"][module]) == set(load_module(module).OPTIONS)

@@ -297,6 +297,17 @@ def inbound(kind: str, item: RosterItem | None, contact: str) -> Outcome:
 # -- the module ---------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class AvailableEvent:
+    """What `available-presence` handlers get: `session` broadcast available presence, its
+    first since it was unavailable (`initial`) or an update; `session.priority` is the new
+    priority, `previous_priority` the one before (0 when initial)."""
+
+    session: Session
+    initial: bool
+    previous_priority: int
+
+
 def setup(mod: ModuleAPI) -> None:
     handlers = PresenceHandlers(mod)
     mod.add_stream_feature(pre_approval_feature)
@@ -410,18 +421,17 @@ class PresenceHandlers:
         user = stanza.to.bare
         assert user.local is not None
         if prober.bare != user:  # an account always sees its own presence
-            item = None
-            if await self.accounts.exists(user.domain, user.local):
-                item = await get_item(mod, user, prober.bare)
+            # No account has no roster either: one lookup answers both questions.
+            item = await get_item(mod, user, prober.bare)
             if state_of(item) not in SUBSCRIBED_FROM:
                 # §4.3.2: no account, or the prober is not subscribed: "unsubscribed", which
                 # resynchronises a prober that believes it is subscribed.
                 await mod.send(Stanza.build("presence", to=prober.bare, from_=user, type_="unsubscribed"))
                 return True
-        # §4.3.2: the last presence of each available resource, or else "unavailable" (we keep
-        # no last unavailable presence, so it has no children).
-        if not await send_available_presence(mod, user, prober):
-            await mod.send(Stanza.build("presence", to=prober, from_=user, type_="unavailable"))
+        # §4.3.2: the last presence of each available resource. With none available the RFC
+        # lets the server stay silent (we keep no last unavailable presence to send): a login
+        # with a large roster of offline contacts costs no stanza per contact.
+        await send_available_presence(mod, user, prober)
         return True
 
     # -- availability (§4.2, §4.4, §4.5) ----------------------------------------------------
@@ -453,14 +463,21 @@ class PresenceHandlers:
         if priority is None:
             return ev.error("bad-request", "the priority must be an integer from -128 to 127")
         initial = session.presence is None
+        previous_priority = session.priority
         presence = addressed(stanza.element, session.jid, None).element
         session.presence = presence
         session.priority = priority
         user = session.bare
         items = await self._roster(user)
         await self._broadcast(session, presence, items)
-        if not initial:
-            return True
+        if initial:
+            await self._initial(session, items)
+        # What waits for a resource to become available (XEP-0160 offline messages) goes now.
+        await self.mod.host.hooks.fire("available-presence", AvailableEvent(session, initial, previous_priority))
+        return True
+
+    async def _initial(self, session: Session, items: list[RosterItem]) -> None:
+        user = session.bare
         # §4.2.2: probe the contacts the user is subscribed to, from the bare JID (§4.3).
         for item in items:
             if state_of(item) in SUBSCRIBED_TO and item.jid != str(user):
@@ -475,7 +492,6 @@ class PresenceHandlers:
             if item.pending_in and item.subscription in ("none", "to"):
                 request = Stanza.build("presence", to=user, from_=parse_jid(item.jid), type_="subscribe")
                 session.send(request.element)
-        return True
 
     async def _unavailable(self, session: Session, presence: etree._Element) -> None:
         """§4.5.2 and §4.6.3: the resource goes offline for its contacts and for every entity

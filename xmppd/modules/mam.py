@@ -1,0 +1,664 @@
+"""XEP-0313: Message Archive Management (urn:xmpp:mam:2 and #extended) for users' 1:1 messages,
+with XEP-0359 stanza ids, XEP-0059 paging, XEP-0441 preferences and the XEP-0334 storage hints.
+
+Theory of operation
+-------------------
+Archiving. Every eligible message is archived once in each local party's archive, before it is
+delivered, so whatever a client has seen is in its archive:
+
+- the sender's copy on `pre-message/bare|full` of the sender's host (outgoing);
+- the recipient's copy on `message/bare|full` of the recipient's host (incoming). That copy is
+  delivered with `<stanza-id by='recipient bare JID' id='archive id'/>` (XEP-0313 §3.5), after
+  any stanza-id the sender put there with the same `by` is removed (XEP-0359 §3.1 rule 3: a
+  client must never be able to choose ids in our name). The sender never sees an id of its own
+  archive on the message it sent (§3.5: not for those who cannot read that archive).
+
+Both run at priority 50: after blocking (100), so blocked messages are never archived (§5.1);
+before carbons (10), so received carbons carry the stanza-id; before offline storage (0) and
+default delivery (-1). A message to one's own bare JID is stored once, by the recipient side.
+
+Eligible (`archivable`, no I/O): chat and normal messages with a body or with a payload that is
+part of the conversation — end-to-end encrypted content (OMEMO, OpenPGP), receipts and chat
+markers (so history shows "delivered" and "read"), reactions, retractions, call signalling, file
+links and invitations. Not: groupchat (MUC archives are the room's business), headline, error,
+standalone chat states, and anything with the no-store or no-permanent-store hint; the store hint
+archives a chat or normal message that would otherwise be skipped (XEP-0334 §4). Then the user's
+preferences decide (XEP-0441: never-list, always-list, then default always | roster | never).
+
+Durable yet batched. Records go through one `BatchWriter` per storage (xmppd/batching.py): each
+handler waits for its record's commit, but all records that arrive while a batch commits go out
+together in the next one (one INSERT of many rows on PostgreSQL), so a busy server pays one
+round trip per batch, not per message. When writing fails the message is refused with
+internal-server-error rather than delivered unarchived.
+
+Ids. `storage.archive.ArchiveIds` makes time-ordered 63-bit ids with a random sequence start
+each millisecond; clients see them as 16 hex digits. An id carries its own timestamp, which is
+the `<delay/>` stamp in results, and `start`/`end` are id ranges for the store.
+
+Queries (§4) are answered from one indexed range read: result messages first, written straight
+as bytes around the stored stanza (no re-parsing), then the iq result with `<fin/>` and the RSM
+`<set/>`. `<count/>` is given only where it costs nothing more (the page is the whole result) or
+when the client asks for nothing but the count (`<max>0</max>`).
+
+Retention. With `retention_days`, a task deletes what is older, every `cleanup_interval`
+seconds; only the oldest messages go, so an archive never gets holes (§3.2). Deleting an
+account deletes its archive (storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import secrets
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import quoteattr
+
+from lxml import etree
+
+from storage import ArchiveQuery, ArchiveRecord, StorageError
+from storage.archive import ArchiveIds, format_id, parse_id
+from xmppd.batching import BatchWriter, WriterStopped
+from xmppd.elements import element
+from xmppd.errors import StanzaError
+from xmppd.jid import JID, InvalidJID, parse_jid
+from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
+from xmppd.stanza import CLIENT_NS
+
+if TYPE_CHECKING:
+    from storage import Storage
+    from xmppd.host import Host
+
+PROTOCOLS = [
+    ("XEP-0313", "1.1.3"),
+    ("XEP-0359", "0.7.0", "complete", "stanza-id on archived messages, origin-id kept"),
+    ("XEP-0059", "1.0", "complete", "paging of archive queries"),
+    ("XEP-0441", "0.2.0"),
+]
+NS = "urn:xmpp:mam:2"
+EXTENDED = "urn:xmpp:mam:2#extended"
+SID_NS = "urn:xmpp:sid:0"
+RSM_NS = "http://jabber.org/protocol/rsm"
+DATA_NS = "jabber:x:data"
+FORWARD_NS = "urn:xmpp:forward:0"
+DELAY_NS = "urn:xmpp:delay"
+HINTS_NS = "urn:xmpp:hints"
+XDATA_VALIDATE_NS = "http://jabber.org/protocol/xdata-validate"
+POLICIES = ("always", "roster", "never")
+OPTIONS = {
+    "default_policy": Option(
+        "always", "what is archived for users who set no preferences (XEP-0441): always, roster or never",
+        choices=POLICIES,
+    ),
+    "retention_days": Option(0, "delete archived messages older than this many days; 0 keeps them forever", minimum=0),
+    "cleanup_interval": Option(3600, "seconds between two retention runs", minimum=1),
+    "max_page_size": Option(100, "most messages one query returns; also the page size when none is asked", minimum=1),
+    "write_batch": Option(500, "most messages written to storage in one transaction", minimum=1),
+    "write_delay": Option(
+        0.0, "seconds a batch waits for more messages before it is written (0: none; batches still form "
+        "while the previous one commits)", kind=(int, float),
+    ),
+}
+PRIORITY = 50  # after blocking (100), before carbons (10), offline (0) and default delivery (-1)
+MAX_IDS = 1000  # ids in one `ids` field
+_PREFS_CACHE = 10_000  # users whose preferences are kept in memory, per host
+_STORE = "mam"  # storage.kv namespace: key "prefs"
+
+SID_TAG = f"{{{SID_NS}}}stanza-id"
+_BODY = f"{{{CLIENT_NS}}}body"
+_NO_STORE = (f"{{{HINTS_NS}}}no-store", f"{{{HINTS_NS}}}no-permanent-store")
+_STORE_HINT = f"{{{HINTS_NS}}}store"
+# Payloads that are part of the conversation even without a body.
+_ARCHIVABLE = frozenset(
+    f"{{{ns}}}{name}"
+    for ns, names in (
+        ("urn:xmpp:receipts", ("received",)),  # XEP-0184
+        ("urn:xmpp:chat-markers:0", ("received", "displayed", "acknowledged")),  # XEP-0333
+        ("eu.siacs.conversations.axolotl", ("encrypted",)),  # XEP-0384 OMEMO (0.3)
+        ("urn:xmpp:omemo:2", ("encrypted",)),  # XEP-0384 OMEMO 2
+        ("urn:xmpp:openpgp:0", ("openpgp",)),  # XEP-0373
+        ("jabber:x:encrypted", ("x",)),  # XEP-0027
+        ("urn:xmpp:reactions:0", ("reactions",)),  # XEP-0444
+        ("urn:xmpp:message-retract:1", ("retract",)),  # XEP-0424
+        ("urn:xmpp:jingle-message:0", ("propose", "retract", "accept", "proceed", "reject", "finish")),  # XEP-0353
+        ("jabber:x:oob", ("x",)),  # XEP-0066
+        ("jabber:x:conference", ("x",)),  # XEP-0249
+    )
+    for name in names
+)
+
+# Per storage, shared by its hosts: one id generator, so that ids are unique in the database,
+# and one writer, so that the records of all hosts batch together.
+_IDS: weakref.WeakKeyDictionary[Storage, ArchiveIds] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[Storage, BatchWriter[ArchiveRecord]] = weakref.WeakKeyDictionary()
+_ARCHIVES: weakref.WeakKeyDictionary[Host, Archive] = weakref.WeakKeyDictionary()
+
+
+def setup(mod: ModuleAPI) -> None:
+    archive = Archive(mod)
+    _ARCHIVES[mod.host] = archive
+    for feature in (NS, EXTENDED, SID_NS):
+        mod.add_account_feature(feature)  # XEP-0313 §7: on the archive's JID, the user's bare JID
+    for target in ("bare", "full"):
+        mod.on(f"pre-message/{target}", archive.outgoing, PRIORITY)
+        mod.on(f"message/{target}", archive.incoming, PRIORITY)
+    mod.on_iq("set", NS, "query", archive.query, targets=("self",))
+    mod.on_iq("get", NS, "query", archive.form, targets=("self",))
+    mod.on_iq("get", NS, "metadata", archive.metadata, targets=("self",))
+    mod.on_iq("get", NS, "prefs", archive.get_prefs, targets=("self",))
+    mod.on_iq("set", NS, "prefs", archive.set_prefs, targets=("self",))
+    # §8.1: another user's archive is not ours to read.
+    for type_, name in (("set", "query"), ("get", "query"), ("get", "metadata"), ("get", "prefs"), ("set", "prefs")):
+        mod.on_iq(type_, NS, name, forbidden, targets=("bare",))
+    if archive.retention_days:
+        mod.spawn(archive.expire_periodically())
+
+
+def archive_for(host: Host) -> Archive:
+    """The archive service of a host (tests use it to inject a clock or run retention)."""
+    return _ARCHIVES[host]
+
+
+def forbidden(ev: StanzaEvent) -> bool:
+    return ev.error("forbidden", "only the owner can use an archive")
+
+
+# -- what is archived (no I/O) ----------------------------------------------------------------
+
+
+def archivable(msg: etree._Element) -> bool:
+    """Whether a message belongs in a user archive (see the module docstring)."""
+    if (msg.get("type") or "normal") not in ("chat", "normal"):
+        return False
+    substance = store = False
+    for child in msg:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue
+        if tag in _NO_STORE:
+            return False
+        if tag == _STORE_HINT:
+            store = True
+        elif tag == _BODY or tag in _ARCHIVABLE:
+            substance = True
+    return substance or store
+
+
+@dataclass(frozen=True, slots=True)
+class Prefs:
+    """XEP-0441 preferences: JIDs as normalised strings, full or bare."""
+
+    default: str
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
+
+    def decide(self, peer: JID) -> str:
+        """'always', 'never' or 'roster' (ask the roster) for messages with `peer`.
+
+        XEP-0441 §2.3: an entry with a resource matches that full JID only, a bare entry any
+        resource of it. A JID in both lists is not archived: the stricter wish wins.
+        """
+        full, bare = str(peer), str(peer.bare)
+        if full in self.never or bare in self.never:
+            return "never"
+        if full in self.always or bare in self.always:
+            return "always"
+        return self.default
+
+    def to_json(self) -> dict[str, object]:
+        return {"default": self.default, "always": list(self.always), "never": list(self.never)}
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+class Archive:
+    def __init__(self, mod: ModuleAPI) -> None:
+        self.mod = mod
+        self.host = mod.host
+        self.storage = mod.storage
+        self.store = mod.storage.archive
+        self.sessions = mod.server.sessions
+        self.served = mod.server.hosts
+        options = mod.options
+        self.default_policy: str = options["default_policy"]
+        self.retention_days: int = options["retention_days"]
+        self.cleanup_interval: int = options["cleanup_interval"]
+        self.max_page: int = options["max_page_size"]
+        writer = _WRITERS.get(self.storage)
+        if writer is None:
+            writer = BatchWriter(
+                self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"])
+            )
+            _WRITERS[self.storage] = writer
+        self.writer = writer
+        self.ids = _IDS.setdefault(self.storage, ArchiveIds())
+        self.clock: Callable[[], float] = time.time  # seconds since the epoch; tests replace it
+        self._prefs: OrderedDict[str, Prefs] = OrderedDict()
+
+    # -- archiving ------------------------------------------------------------------------------
+
+    async def outgoing(self, ev: StanzaEvent) -> bool | None:
+        """The sender's copy, on the sender's host."""
+        stanza = ev.stanza
+        to, from_ = stanza.to, stanza.from_
+        if to is None or from_ is None or from_.local is None:
+            return None
+        if to.bare == from_.bare:
+            return None  # a note to self: archived once, as it arrives
+        if to.domain not in self.served:
+            return None  # no server-to-server yet: the router bounces it
+        if not archivable(stanza.element):
+            return None
+        if not await self._wanted(from_.bare, to):
+            return None
+        text = etree.tostring(stanza.element, encoding="unicode")
+        return await self._write(ev, self._record(from_, to, outgoing=True, stanza=text))
+
+    async def incoming(self, ev: StanzaEvent) -> bool | None:
+        """The recipient's copy, on the recipient's host; stamps the delivered message."""
+        stanza = ev.stanza
+        to, from_ = stanza.to, stanza.from_
+        if to is None or to.local is None:
+            return None
+        user = to.bare
+        by = str(user)
+        claimed = [sid for sid in stanza.element.iterchildren(SID_TAG) if sid.get("by") == by]
+        if claimed and ev.origin is None:
+            return None  # our own stamp on a message the server hands on again: archived already
+        archive = (
+            from_ is not None
+            and archivable(stanza.element)
+            and await self._exists(user)
+            and await self._wanted(user, from_)
+        )
+        if not archive and not claimed:
+            return None  # the common untouched path: no copy made
+        delivered = _without_ids(stanza, by)
+        if archive:
+            assert from_ is not None
+            text = etree.tostring(delivered.element, encoding="unicode")
+            record = self._record(user, from_, outgoing=False, stanza=text)
+            if await self._write(ev, record):
+                return True
+            element(SID_TAG, {"by": by, "id": format_id(record.id)}, parent=delivered.element)
+        ev.stanza = delivered  # what later handlers (carbons, offline, delivery) pass on
+        return None
+
+    def _record(self, user: JID, peer: JID, *, outgoing: bool, stanza: str) -> ArchiveRecord:
+        assert user.local is not None
+        archive_id = self.ids.next(int(self.clock() * 1000))
+        return ArchiveRecord(
+            user.domain, user.local, archive_id, str(peer.bare), peer.resource or "", outgoing, stanza
+        )
+
+    async def _write(self, ev: StanzaEvent, record: ArchiveRecord) -> bool:
+        """Wait for the record's commit; on failure refuse the message (True: handled)."""
+        try:
+            await self.writer.write(record)
+        except (StorageError, WriterStopped) as exc:
+            self.mod.log.error("archiving a message of %s@%s failed: %s", record.username, record.host, exc)
+            return ev.error("internal-server-error", "the message could not be archived")
+        return False
+
+    async def _exists(self, user: JID) -> bool:
+        if self.sessions.resources(user):
+            return True
+        assert user.local is not None
+        return await self.storage.accounts.exists(user.domain, user.local)
+
+    async def _wanted(self, user: JID, peer: JID) -> bool:
+        prefs = await self.prefs(user)
+        decision = prefs.decide(peer)
+        if decision != "roster":
+            return decision == "always"
+        assert user.local is not None
+        item = await self.storage.rosters.item(user.domain, user.local, str(peer.bare))
+        return item is not None and item.listed
+
+    # -- preferences (XEP-0441) -----------------------------------------------------------------
+
+    async def prefs(self, user: JID) -> Prefs:
+        assert user.local is not None
+        cached = self._prefs.get(user.local)
+        if cached is not None:
+            self._prefs.move_to_end(user.local)
+            return cached
+        stored = await self.storage.kv.get(user.domain, user.local, _STORE, "prefs")
+        prefs = Prefs(self.default_policy)
+        if isinstance(stored, dict) and stored.get("default") in POLICIES:
+            prefs = Prefs(stored["default"], tuple(stored.get("always", ())), tuple(stored.get("never", ())))
+        self._remember(user.local, prefs)
+        return prefs
+
+    def _remember(self, username: str, prefs: Prefs) -> None:
+        self._prefs[username] = prefs
+        self._prefs.move_to_end(username)
+        while len(self._prefs) > _PREFS_CACHE:
+            self._prefs.popitem(last=False)
+
+    async def get_prefs(self, ev: StanzaEvent) -> bool:
+        user = _owner(ev)
+        ev.respond(_prefs_reply(ev.stanza, await self.prefs(user)))
+        return True
+
+    async def set_prefs(self, ev: StanzaEvent) -> bool:
+        user = _owner(ev)
+        assert user.local is not None
+        try:
+            prefs = parse_prefs(ev.stanza.payload())
+        except StanzaError as error:
+            return ev.error(error.condition, error.text)
+        await self.storage.kv.set(user.domain, user.local, _STORE, "prefs", prefs.to_json())
+        self._remember(user.local, prefs)
+        ev.respond(_prefs_reply(ev.stanza, prefs))
+        return True
+
+    # -- queries (§4) ---------------------------------------------------------------------------
+
+    def form(self, ev: StanzaEvent) -> bool:
+        """§4.1.5: the fields a query may use."""
+        reply = ev.stanza.reply()
+        query = element(f"{{{NS}}}query", parent=reply.element)
+        form = element(f"{{{DATA_NS}}}x", {"type": "form"}, parent=query)
+        hidden = element(f"{{{DATA_NS}}}field", {"type": "hidden", "var": "FORM_TYPE"}, parent=form)
+        element(f"{{{DATA_NS}}}value", parent=hidden).text = NS
+        for var, type_ in (("with", "jid-single"), ("start", "text-single"), ("end", "text-single"),
+                           ("before-id", "text-single"), ("after-id", "text-single")):
+            element(f"{{{DATA_NS}}}field", {"type": type_, "var": var}, parent=form)
+        ids = element(f"{{{DATA_NS}}}field", {"type": "list-multi", "var": "ids"}, parent=form)
+        validate = element(f"{{{XDATA_VALIDATE_NS}}}validate", {"datatype": "xs:string"}, parent=ids)
+        element(f"{{{XDATA_VALIDATE_NS}}}open", parent=validate)
+        ev.respond(reply)
+        return True
+
+    async def metadata(self, ev: StanzaEvent) -> bool:
+        """§5: the first and last message of the archive."""
+        user = _owner(ev)
+        assert user.local is not None
+        first = await self.store.query(user.domain, user.local, ArchiveQuery(limit=1))
+        last = await self.store.query(user.domain, user.local, ArchiveQuery(limit=1, last=True))
+        reply = ev.stanza.reply()
+        meta = element(f"{{{NS}}}metadata", parent=reply.element)
+        for name, page in (("start", first), ("end", last)):
+            if page.records:
+                record = page.records[0]
+                element(f"{{{NS}}}{name}", {"id": format_id(record.id), "timestamp": stamp(record.timestamp_ms)},
+                        parent=meta)
+        ev.respond(reply)
+        return True
+
+    async def query(self, ev: StanzaEvent) -> bool:
+        origin = ev.origin
+        if origin is None:
+            return ev.error("forbidden")
+        user = origin.bare
+        assert user.local is not None
+        host, username = user.domain, user.local
+        try:
+            request = parse_query(ev.stanza.payload(), self.max_page)
+        except StanzaError as error:
+            return ev.error(error.condition, error.text)
+        # §4.1.3 and §4.3.2: every id named must be in the archive.
+        if request.named_ids:
+            found = await self.store.existing(host, username, request.named_ids)
+            if len(found) < len(set(request.named_ids)):
+                return ev.error("item-not-found", "no such message in the archive")
+        query = request.query
+        records: list[ArchiveRecord] = []
+        complete = True
+        count: int | None = None
+        if request.count_only:
+            count = await self.store.count(host, username, query)
+            complete = count == 0
+        else:
+            page = await self.store.query(host, username, query)
+            records, complete = page.records, page.complete
+        # The page starts the whole result when nothing was skipped before it.
+        at_start = (not query.last and request.rsm_after is None) or (query.last and complete)
+        whole = at_start and complete and request.rsm_after is None and request.rsm_before is None
+        if whole and not request.count_only and query.offset == 0:
+            count = len(records)
+        sent = reversed(records) if request.flip else records
+        to, archive = quoteattr(str(origin.jid)), quoteattr(str(user))
+        queryid = f" queryid={_attr(request.queryid)}" if request.queryid is not None else ""
+        prefix = secrets.token_hex(4)
+        for n, record in enumerate(sent):
+            origin.send_bytes(
+                (
+                    f'<message xmlns="{CLIENT_NS}" to={to} from={archive} id="{prefix}-{n}">'
+                    f'<result xmlns="{NS}"{queryid} id="{format_id(record.id)}">'
+                    f'<forwarded xmlns="{FORWARD_NS}"><delay xmlns="{DELAY_NS}" stamp="{stamp(record.timestamp_ms)}"/>'
+                    f"{record.stanza}</forwarded></result></message>"
+                ).encode()
+            )
+        reply = ev.stanza.reply()
+        fin = element(f"{{{NS}}}fin", {"stable": "true"}, parent=reply.element)
+        if complete:
+            fin.set("complete", "true")  # §4.3.2: the client need not page further
+        rsm = element(f"{{{RSM_NS}}}set", parent=fin)
+        if records:
+            first = element(f"{{{RSM_NS}}}first", parent=rsm)
+            first.text = format_id(records[0].id)
+            if at_start:
+                first.set("index", str(query.offset if not query.last else 0))
+            element(f"{{{RSM_NS}}}last", parent=rsm).text = format_id(records[-1].id)
+        if count is not None:
+            element(f"{{{RSM_NS}}}count", parent=rsm).text = str(count)
+        ev.respond(reply)
+        return True
+
+    # -- retention ------------------------------------------------------------------------------
+
+    async def expire(self) -> int:
+        """Delete this host's messages older than `retention_days` (none when it is 0)."""
+        if not self.retention_days:
+            return 0
+        now = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock())
+        deleted = await self.store.delete_before(self.host.name, now - timedelta(days=self.retention_days))
+        if deleted:
+            self.mod.log.info("retention: deleted %d archived messages older than %d days", deleted,
+                              self.retention_days)
+        return deleted
+
+    async def expire_periodically(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except StorageError as exc:
+                self.mod.log.warning("retention run failed: %s", exc)
+            await asyncio.sleep(self.cleanup_interval)
+
+
+def _owner(ev: StanzaEvent) -> JID:
+    # iq to 'self' comes from a local client: its account is the archive.
+    assert ev.origin is not None
+    return ev.origin.bare
+
+
+def _without_ids(stanza: Stanza, by: str) -> Stanza:
+    """A copy of the message without stanza-ids claiming to be by `by`."""
+    copied = stanza.copy()
+    for sid in list(copied.element.iterchildren(SID_TAG)):
+        if sid.get("by") == by:
+            copied.element.remove(sid)
+    return copied
+
+
+def _attr(value: str) -> str:
+    return quoteattr(value, {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+
+
+def stamp(ms: int) -> str:
+    """XEP-0082 DateTime in UTC with milliseconds."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# -- parsing requests (no I/O) ----------------------------------------------------------------
+
+_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})")
+
+
+def parse_datetime(text: str) -> datetime:
+    """XEP-0082 DateTime (CCYY-MM-DDThh:mm:ss[.sss]TZD); ValueError for anything else."""
+    match = _DATETIME.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an XEP-0082 DateTime: {text!r}")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zone = match.group(7), match.group(8)
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        moment -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return moment
+
+
+@dataclass(slots=True)
+class MamRequest:
+    query: ArchiveQuery
+    queryid: str | None = None
+    flip: bool = False
+    count_only: bool = False
+    rsm_after: int | None = None
+    rsm_before: int | None = None
+    named_ids: list[int] = field(default_factory=list)  # ids that must exist (§4.1.3)
+
+
+def _id(text: str) -> int:
+    archive_id = parse_id(text.strip())
+    if archive_id is None:
+        raise StanzaError("item-not-found", f"no message {text!r} in the archive")
+    return archive_id
+
+
+def parse_query(payload: etree._Element | None, max_page: int) -> MamRequest:
+    """The `<query/>` of an archive query as an ArchiveQuery; StanzaError for what is wrong."""
+    assert payload is not None
+    request = MamRequest(
+        ArchiveQuery(limit=max_page),
+        queryid=payload.get("queryid"),
+        flip=payload.find(f"{{{NS}}}flip-page") is not None,
+    )
+    form = payload.find(f"{{{DATA_NS}}}x")
+    if form is not None:
+        _parse_form(form, request)
+    rsm = payload.find(f"{{{RSM_NS}}}set")
+    if rsm is not None:
+        _parse_rsm(rsm, request, max_page)
+    return request
+
+
+def _parse_form(form: etree._Element, request: MamRequest) -> None:
+    """§4.1: the filters of the data form."""
+    fields: dict[str, list[str]] = {}
+    for node in form.iterchildren(f"{{{DATA_NS}}}field"):
+        values = [(v.text or "").strip() for v in node.iterchildren(f"{{{DATA_NS}}}value")]
+        fields[node.get("var", "")] = [v for v in values if v]
+    form_type = fields.pop("FORM_TYPE", [NS])
+    if form_type and form_type[0] != NS:
+        raise StanzaError("bad-request", f"FORM_TYPE must be {NS}")
+    unknown = sorted(set(fields) - {"with", "start", "end", "before-id", "after-id", "ids"})
+    if unknown:
+        # §4.1.5: a field we do not know is feature-not-implemented.
+        raise StanzaError("feature-not-implemented", f"unknown query field {unknown[0]!r}")
+    single = {name: values[0] for name, values in fields.items() if values and name != "ids"}
+    changes: dict[str, object] = {}
+    if "with" in single:
+        try:
+            peer = parse_jid(single["with"])
+        except InvalidJID:
+            raise StanzaError("jid-malformed", f"'with' is not a JID: {single['with']!r}") from None
+        # §4.1.1: a bare JID matches every resource of it, a full JID that resource only.
+        changes.update(with_jid=str(peer.bare), with_resource=peer.resource)
+    for name in ("start", "end"):
+        if name in single:
+            try:
+                changes[name] = parse_datetime(single[name])
+            except ValueError as exc:
+                raise StanzaError("bad-request", str(exc)) from None
+    for name, key in (("after-id", "after_id"), ("before-id", "before_id")):
+        if name in single:
+            changes[key] = _id(single[name])
+            request.named_ids.append(_id(single[name]))
+    if "ids" in fields:
+        if len(fields["ids"]) > MAX_IDS:
+            raise StanzaError("policy-violation", f"at most {MAX_IDS} ids in one query")
+        ids = tuple(dict.fromkeys(_id(text) for text in fields["ids"]))
+        changes["ids"] = ids
+        request.named_ids.extend(ids)
+    request.query = dataclasses.replace(request.query, **changes)  # type: ignore[arg-type]
+
+
+def _parse_rsm(rsm: etree._Element, request: MamRequest, max_page: int) -> None:
+    """XEP-0059: <max/>, <after/>, <before/> (empty: the last page) and <index/>."""
+    query = request.query
+    changes: dict[str, object] = {}
+    limit_text = rsm.findtext(f"{{{RSM_NS}}}max")
+    if limit_text is not None:
+        requested = _natural(limit_text, "max")
+        request.count_only = requested == 0
+        changes["limit"] = min(requested, max_page)
+    if (index := rsm.findtext(f"{{{RSM_NS}}}index")) is not None:
+        changes["offset"] = _natural(index, "index")
+    after = rsm.find(f"{{{RSM_NS}}}after")
+    if after is not None:
+        # The MAM id of RSM: combined with after-id, the later of the two bounds holds.
+        request.rsm_after = _id(after.text or "")
+        request.named_ids.append(request.rsm_after)
+        changes["after_id"] = max(request.rsm_after, query.after_id or -1)
+    before = rsm.find(f"{{{RSM_NS}}}before")
+    if before is not None:
+        changes["last"] = True  # page backwards, from the end of the range
+        if (before.text or "").strip():
+            request.rsm_before = _id(before.text or "")
+            request.named_ids.append(request.rsm_before)
+            bound = request.rsm_before if query.before_id is None else min(query.before_id, request.rsm_before)
+            changes["before_id"] = bound
+    request.query = dataclasses.replace(query, **changes)  # type: ignore[arg-type]
+
+
+def _natural(text: str, name: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise StanzaError("bad-request", f"RSM <{name}/> must be a whole number")
+    return value
+
+
+def parse_prefs(payload: etree._Element | None) -> Prefs:
+    """A `<prefs/>` set (XEP-0441 §2.1); JIDs are normalised, duplicates dropped."""
+    assert payload is not None
+    default = payload.get("default")
+    if default not in POLICIES:
+        raise StanzaError("bad-request", "default must be always, roster or never")
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("always", "never"):
+        jids: dict[str, None] = {}
+        for container in payload.iterchildren(f"{{{NS}}}{name}"):
+            for node in container.iterchildren(f"{{{NS}}}jid"):
+                try:
+                    jids[str(parse_jid((node.text or "").strip()))] = None
+                except InvalidJID:
+                    raise StanzaError("jid-malformed", f"not a JID: {node.text!r}") from None
+        lists[name] = tuple(jids)
+    return Prefs(default, lists["always"], lists["never"])
+
+
+def _prefs_reply(request: Stanza, prefs: Prefs) -> Stanza:
+    reply = request.reply()
+    node = element(f"{{{NS}}}prefs", {"default": prefs.default}, parent=reply.element)
+    for name, jids in (("always", prefs.always), ("never", prefs.never)):
+        container = element(f"{{{NS}}}{name}", parent=node)  # present even when empty (§2.1)
+        for jid in jids:
+            element(f"{{{NS}}}jid", parent=container).text = jid
+    return reply

@@ -1,0 +1,262 @@
+"""XEP-0160: Best Practices for Handling Offline Messages (and RFC 6121 §8.5.2.2.1), with
+XEP-0203 delay stamps and the storage hints of XEP-0334.
+
+Theory of operation
+-------------------
+Storing. Default delivery (message.py) fires `message/offline` when an existing account has no
+resource to take a chat or normal message. `decide` (no I/O) says what happens to it:
+
+- stored: chat and normal messages (XEP-0160 §3), also receipts and chat markers without a body,
+  so that "delivered" and "read" reach a sender whose contact went offline;
+- dropped without a word: standalone chat states (XEP-0160 §3, XEP-0085 §5.8); a typing
+  notification is stale by the time anyone could read it, and an error for it would only
+  show up as a failed message in the sender's client;
+- refused, so the sender gets service-unavailable as RFC 6121 §8.5.2.2.1 says for messages
+  that are not stored: messages with the no-store hint (XEP-0334 §4.2). The no-permanent-store
+  hint asks only that no permanent archive keep the message; offline storage is the temporary
+  kind XEP-0334 §3.3 allows, so such messages are stored. The store hint (§4.4) stores what
+  would otherwise be dropped (a chat state someone wants kept).
+
+The stored copy gets `<delay from=host stamp=...>Offline Storage</delay>` (XEP-0160 §2,
+XEP-0203). A full queue (`max_messages`) refuses with service-unavailable (XEP-0160 §2 step 3).
+
+Delivering. When a resource becomes a target for messages to its account, i.e. it sends
+initial presence with a non-negative priority, or raises a negative priority to a non-negative
+one (XEP-0160 §2 step 5: "next sends non-negative available presence"), `available-presence`
+from presence.py starts a flush to that resource only. The flush reads the queue oldest first
+by id, writes each message to the session, then deletes what it wrote: a crash in between
+delivers a message twice rather than losing it. Deleting goes through the `offline-handed`
+hook: stream management (XEP-0198) will claim it and delete only once the client has
+acknowledged the messages; unclaimed, they are deleted at once.
+
+Order. While a flush runs, a new message that would go to that same resource is appended to the
+queue instead of overtaking the older ones (priority 0 on `message/bare|full`, below blocking,
+the archive and carbons, above default delivery). The flush ends only when the queue is empty
+and no such append is still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from lxml import etree
+
+from xmppd.elements import element
+from xmppd.jid import JID
+from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
+from xmppd.modules.message import delivery_targets
+from xmppd.stanza import CLIENT_NS
+
+if TYPE_CHECKING:
+    from xmppd.modules.presence import AvailableEvent
+    from xmppd.session import Session
+
+# Each spec is declared by one module only (the DOAP lists it once): XEP-0334's no-copy is
+# honoured in carbons.py, no-permanent-store and no-store by the archive too; chat states are
+# copied by carbons.py as well.
+PROTOCOLS = [
+    ("XEP-0160", "1.0.1"),
+    ("XEP-0203", "2.0", "complete", "delay stamps on messages delivered from offline storage"),
+    ("XEP-0334", "1.0.0", "complete", "offline storage, carbons and the archive honour the hints"),
+    ("XEP-0085", "2.1", "complete", "chat states pass through, are copied, never stored offline alone"),
+]
+FEATURE = "msgoffline"
+DELAY_NS = "urn:xmpp:delay"
+HINTS_NS = "urn:xmpp:hints"
+CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
+SID_NS = "urn:xmpp:sid:0"
+CARBONS_NS = "urn:xmpp:carbons:2"
+OPTIONS = {
+    "max_messages": Option(
+        1000, "messages kept for one account; over it, senders get service-unavailable", minimum=1
+    ),
+}
+PRIORITY = 0  # below blocking (100), the archive (50) and carbons (10); above default delivery (-1)
+BATCH = 100  # messages read from storage at a time while delivering
+
+Decision = Literal["store", "drop", "refuse"]
+
+# What a standalone chat state may carry besides the state itself (XEP-0085 §5.6: a <thread/>),
+# plus what servers and hints add on the way.
+_ENVELOPE = frozenset(
+    (
+        f"{{{CLIENT_NS}}}thread",
+        f"{{{SID_NS}}}origin-id",
+        f"{{{SID_NS}}}stanza-id",
+        f"{{{DELAY_NS}}}delay",
+        f"{{{CARBONS_NS}}}private",
+    )
+)
+
+
+def utc_now() -> datetime:
+    """The clock the delay stamps read (tests replace it)."""
+    return datetime.now(UTC)
+
+
+def decide(stanza: Stanza) -> Decision:
+    """What becomes of a message for an account with no available resource (see the docstring)."""
+    kind = stanza.type or "normal"
+    if kind not in ("chat", "normal"):
+        return "refuse"  # never stored (XEP-0160 §3); message.py does not even ask
+    msg = stanza.element
+    if msg.find(f"{{{HINTS_NS}}}no-store") is not None:
+        return "refuse"
+    if msg.find(f"{{{HINTS_NS}}}store") is not None:
+        return "store"
+    return "drop" if standalone_chat_state(msg) else "store"
+
+
+def standalone_chat_state(msg: etree._Element) -> bool:
+    """XEP-0085 §5.6: a message carrying a chat state and nothing else of substance."""
+    state = False
+    for child in msg:
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag.startswith(f"{{{CHATSTATES_NS}}}"):
+            state = True
+        elif child.tag not in _ENVELOPE and not child.tag.startswith(f"{{{HINTS_NS}}}"):
+            return False
+    return state
+
+
+def stamped(msg: etree._Element, host: str, now: datetime) -> etree._Element:
+    """A copy of `msg` with the XEP-0203 delay that says where and since when it waited."""
+    copied = copy.deepcopy(msg)
+    stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    delay = element(f"{{{DELAY_NS}}}delay", {"from": host, "stamp": stamp}, parent=copied)
+    delay.text = "Offline Storage"
+    return copied
+
+
+@dataclass(slots=True)
+class HandedEvent:
+    """What `offline-handed` handlers get: stored messages were written to `session`.
+
+    A handler that returns True takes over their deletion and calls `delete()` when it sees
+    fit (stream management: once the client acknowledged them); otherwise they are deleted at
+    once."""
+
+    session: Session
+    ids: list[int]
+    delete: Callable[[], Awaitable[int]]
+
+
+@dataclass(slots=True)
+class _Flush:
+    """A delivery under way to one resource, and the appends to the queue it must wait for."""
+
+    session: Session
+    appending: int = 0
+    appended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def setup(mod: ModuleAPI) -> None:
+    offline = Offline(mod)
+    mod.add_feature(FEATURE)
+    mod.on("message/offline", offline.store)
+    mod.on("message/bare", offline.keep_order, PRIORITY)
+    mod.on("message/full", offline.keep_order, PRIORITY)
+    mod.on("available-presence", offline.available)
+
+
+class Offline:
+    def __init__(self, mod: ModuleAPI) -> None:
+        self.mod = mod
+        self.store_ = mod.server.storage.offline
+        self.sessions = mod.server.sessions
+        self.limit: int = mod.options["max_messages"]
+        self.flushing: dict[JID, _Flush] = {}
+
+    # -- storing ------------------------------------------------------------------------------
+
+    async def store(self, ev: StanzaEvent) -> bool:
+        decision = decide(ev.stanza)
+        if decision == "drop":
+            return True
+        if decision == "refuse":
+            return False  # message.py answers service-unavailable
+        to = ev.stanza.to
+        assert to is not None and to.local is not None
+        text = etree.tostring(stamped(ev.stanza.element, ev.host.name, utc_now()), encoding="unicode")
+        if await self.store_.push(to.domain, to.local, text, self.limit) is None:
+            # XEP-0160 §2 step 3: the queue is full.
+            return ev.error("service-unavailable", "the recipient's offline message queue is full")
+        return True
+
+    async def keep_order(self, ev: StanzaEvent) -> bool:
+        """A message for a resource that is still getting its offline messages waits behind them."""
+        stanza = ev.stanza
+        assert stanza.to is not None
+        flush = self.flushing.get(stanza.to.bare)
+        if flush is None or decide(stanza) != "store":
+            return False
+        if delivery_targets(self.sessions, stanza) != [flush.session]:
+            return False
+        bare = stanza.to.bare
+        assert bare.local is not None
+        # Appended without the limit: the account is online, this is only a detour.
+        text = etree.tostring(stanza.element, encoding="unicode")
+        flush.appending += 1
+        try:
+            await self.store_.push(bare.domain, bare.local, text, None)
+        finally:
+            flush.appending -= 1
+            if flush.appending == 0:
+                flush.appended.set()
+        return True
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    async def available(self, ev: AvailableEvent) -> None:
+        session = ev.session
+        was_reachable = not ev.initial and ev.previous_priority >= 0
+        if session.priority >= 0 and not was_reachable:
+            await self.flush(session)
+
+    async def flush(self, session: Session) -> None:
+        """XEP-0160 §2 step 5: the stored messages, oldest first, to `session` only."""
+        bare = session.bare
+        if bare in self.flushing:
+            return  # another resource of the account is getting them
+        assert bare.local is not None
+        host, user = bare.domain, bare.local
+        flush = self.flushing[bare] = _Flush(session)
+        cursor = 0
+        try:
+            while self._reachable(session):
+                batch = await self.store_.fetch(host, user, after=cursor, limit=BATCH)
+                if not batch:
+                    if flush.appending == 0:
+                        return
+                    flush.appended.clear()
+                    await flush.appended.wait()
+                    continue
+                if not self._reachable(session):
+                    break
+                for message in batch:
+                    session.send_bytes(message.stanza.encode())  # serialised by us when stored
+                cursor = batch[-1].id
+                await self._handed(session, host, user, [message.id for message in batch])
+        finally:
+            del self.flushing[bare]
+        # The resource went away mid-way: the rest goes to another one, if any is there.
+        for other in self.sessions.top_resources(bare):
+            await self.flush(other)
+            break
+
+    @staticmethod
+    def _reachable(session: Session) -> bool:
+        return not session.closed and session.available and session.priority >= 0
+
+    async def _handed(self, session: Session, host: str, user: str, ids: list[int]) -> None:
+        async def delete() -> int:
+            return await self.store_.delete(host, user, ids)
+
+        if not await self.mod.host.hooks.fire("offline-handed", HandedEvent(session, ids, delete)):
+            await delete()
