@@ -3,6 +3,7 @@ through the in-memory server: messages in through the router, archive queries an
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -298,8 +299,6 @@ async def test_a_failed_archive_write_refuses_the_message(h: Harness, monkeypatc
 
 
 async def test_records_of_concurrent_messages_share_a_transaction(h: Harness) -> None:
-    import asyncio
-
     alice = await online(h, f"{ALICE}/phone")
     carol = await online(h, f"{CAROL}/pc")
     bob = await online(h, f"{BOB}/pc")
