@@ -29,7 +29,8 @@ MAM_FILL="${MAM_FILL:-1000}"             # minimum archive, filled over XMPP if 
 MAM_ARCHIVE="${MAM_ARCHIVE:-1000000}"    # archive of u1@mam.$DOMAIN written by SQL (Prosody, ejabberd)
 WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
-SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate idle-tls idle-plain muc muc-rate mam cross-node}"
+# Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
+SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate muc muc-rate mam idle-tls idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"

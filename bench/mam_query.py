@@ -68,8 +68,25 @@ def pick_contact(rng: random.Random) -> int:
 def rows(count: int, start_ms: int, span_ms: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
     """Archive rows in id order: host, username, id, with_jid, with_resource, outgoing, stanza."""
     rng = random.Random(seed)
-    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "we", "talk", "about",
-             "lunch", "and", "later", "plans"]
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "we",
+        "talk",
+        "about",
+        "lunch",
+        "and",
+        "later",
+        "plans",
+    ]
     step = span_ms / count
     for n in range(count):
         archive_id = first_id_at(start_ms + int(n * step)) + rng.randrange(1 << 20)
@@ -240,8 +257,9 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def notes(path: Path, result: dict[str, Any], plans: dict[str, str], examples: dict[str, ArchiveQuery],
-          command: str) -> None:
+def notes(
+    path: Path, result: dict[str, Any], plans: dict[str, str], examples: dict[str, ArchiveQuery], command: str
+) -> None:
     q = result["queries"]
     lines = [
         "# MAM queries on a million-message archive (PostgreSQL)",
@@ -338,7 +356,8 @@ async def main() -> None:
             # Deep ids: among the oldest 90% of the archive, so that each has a full page after it.
             sample = await conn.fetch(
                 "SELECT id FROM archive WHERE host = $1 AND username = $2 AND random() < 0.001",
-                HOST, USER,
+                HOST,
+                USER,
             )
         finally:
             await conn.close()

@@ -581,10 +581,15 @@ async def run_mam(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     pager = MamPager(owner, opt.mam_page)
     try:
         total = await pager.query()
-        if total < opt.mam_fill:
-            await _fill_archive(opt, owner, partner, opt.mam_fill - total)
+        if (total if total is not None else pager.last_results) < opt.mam_fill:
+            # Without an RSM count only a short first page tells that the archive is small.
+            if total is not None or pager.last_results < opt.mam_page:
+                await _fill_archive(opt, owner, partner, opt.mam_fill - (total or pager.last_results))
             total = await pager.query()
-        out.info["archive_count"] = total
+        if total is not None:
+            out.info["archive_count"] = total
+        else:
+            out.info["archive_note"] = "the server sends no RSM <count>: archive size unknown"
         async with measuring(meter, out):
             deadline = time.monotonic() + opt.duration
             for _ in range(opt.count):
@@ -624,8 +629,8 @@ class MamPager:
             self.waiting.set_result(self.buf)
             self.buf = b""
 
-    async def query(self) -> int:
-        """Returns the archive size the server reports (0 if it reports none)."""
+    async def query(self) -> int | None:
+        """Returns the archive size the server reports (None if it reports none)."""
         self.seq += 1
         qid = f"mq{self.seq}x"
         self.marker = re.compile(rb"<iq[^>]*\sid=['\"]" + qid.encode() + rb"['\"][^>]*>")
@@ -639,7 +644,7 @@ class MamPager:
             raise LoginError("MAM query refused (is the archive enabled on this host?)")
         self.last_results = raw.count(b"<forwarded")
         m = _COUNT.search(raw)
-        return int(m.group(1)) if m else self.last_results
+        return int(m.group(1)) if m else None
 
 
 async def _fill_archive(opt: Options, owner: Session, partner: Session, n: int) -> None:

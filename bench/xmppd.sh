@@ -11,11 +11,26 @@ PORT=35222
 X="$OUT/xmppd"
 CFG="$OUT/xmppd.toml"
 XMPPD_STORAGE="${XMPPD_STORAGE:-postgresql}"
+# xmppd's optional modules as in conf/xmppd.toml; the archive is added for the archive scenarios only.
+XMPPD_MODULES="${XMPPD_MODULES:-ping version register caps contact_addresses offline carbons blocking}"
+ARCHIVE_SCENARIOS="messages-archive mam"
+
+toml_list() { local out="" m; for m in "$@"; do out+="${out:+, }\"$m\""; done; echo "$out"; }
+
+render() {  # render OUT MODULES...
+    local out=$1
+    shift
+    "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$out" OUT="$OUT" DOMAIN="$DOMAIN" \
+        C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE" \
+        MODULES="$(toml_list "$@")"
+}
 
 setup() {
     mkdir -p "$X"
-    "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$CFG" OUT="$OUT" DOMAIN="$DOMAIN" \
-        C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE"
+    # shellcheck disable=SC2086
+    render "$OUT/xmppd-noarchive.toml" $XMPPD_MODULES
+    # shellcheck disable=SC2086
+    render "$CFG" $XMPPD_MODULES mam
     [ "$XMPPD_STORAGE" = postgresql ] && pg_createdb xmppd
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" check-config >/dev/null)
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" migrate >/dev/null)
@@ -23,8 +38,9 @@ setup() {
         --domain "mam.$DOMAIN:$MAM_ACCOUNTS" --roster-pool "$ROSTER_POOL" --password "$PASSWORD")
 }
 
-start() {
-    (cd "$ROOT" && exec taskset -c "$SERVER_CPU" "$PY" -m xmppd --config "$CFG" serve) >"$X/stdout.log" 2>&1 &
+start() {  # start [CONFIG]
+    local cfg=${1:-$CFG}
+    (cd "$ROOT" && exec taskset -c "$SERVER_CPU" "$PY" -m xmppd --config "$cfg" serve) >"$X/stdout.log" 2>&1 &
     if ! wait_port_pid $PORT 30 >"$X/run.pid"; then
         log "xmppd did not open port $PORT; its output:"
         tail -20 "$X/stdout.log" >&2
@@ -48,12 +64,24 @@ run() {
     setup
     stop
     trap stop EXIT
-    start
-    restart_server() { stop; start; RESTARTED_PID=$(cat "$X/run.pid"); }
-    local rev
+    local rev label plain="" archive="" s
     rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
-    bench_target "xmppd $rev ($XMPPD_STORAGE)" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
-    stop
+    label="xmppd $rev ($XMPPD_STORAGE)"
+    for s in $SCENARIOS; do
+        if [[ " $ARCHIVE_SCENARIOS " == *" $s "* ]]; then archive+=" $s"; else plain+=" $s"; fi
+    done
+    if [ -n "$plain" ]; then
+        start "$OUT/xmppd-noarchive.toml"
+        restart_server() { stop; start "$OUT/xmppd-noarchive.toml"; RESTARTED_PID=$(cat "$X/run.pid"); }
+        SCENARIOS=$plain bench_target "$label" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
+        stop
+    fi
+    if [ -n "$archive" ]; then
+        unset -f restart_server
+        start "$CFG"
+        SCENARIOS=$archive bench_target "$label" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
+        stop
+    fi
 }
 
 case "${1:-run}" in

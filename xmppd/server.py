@@ -22,6 +22,7 @@ from xmppd.host import Host
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, load_module
 from xmppd.negotiation import Policy
+from xmppd.rostercache import CachedRosters
 from xmppd.router import Router
 from xmppd.session import Output, Session
 from xmppd.sessions import SessionRegistry
@@ -61,9 +62,10 @@ class Server:
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
         self._given_storage = storage
-        self.storage: Storage = storage  # type: ignore[assignment]  # set in start()
         self.hosts: dict[str, Host] = {name: Host(name) for name in config.hosts}
         self.sessions = SessionRegistry()
+        if storage is not None:
+            self._use_storage(storage)
         self.router = Router(self)
         self.throttle = AuthThrottle(config.auth.max_failure_delay)
         self.negotiation_policy = Policy(
@@ -84,13 +86,20 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        self.storage = self._given_storage or await open_configured_storage(self.config)
+        if self._given_storage is None:
+            self._use_storage(await open_configured_storage(self.config))
         await prepare_schema(self.storage)
         self.tls = TLSContexts(self.config)
         for host in self.hosts.values():
             await self.load_modules(host)
         await self._listen()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
+
+    def _use_storage(self, storage: Storage) -> None:
+        self.storage = storage
+        # Rosters of online accounts are served from memory (xmppd/rostercache.py).
+        self.rosters = CachedRosters(storage.rosters, self.sessions)
+        storage.rosters = self.rosters
 
     async def load_modules(self, host: Host) -> None:
         for name in self.config.all_modules:
@@ -133,6 +142,7 @@ class Server:
         for host in self.hosts.values():
             for module in host.modules.values():
                 module.unload()
+        self.storage.rosters = self.rosters.store
         if self._given_storage is None:
             await self.storage.close()
         log.info("xmppd stopped")
@@ -200,6 +210,9 @@ class Server:
         session.closed = True
         log.info("disconnected %s: %s", session.jid, reason)
         await session.host.hooks.fire("session-ended", SessionEvent(session, reason))
+        if not self.sessions.resources(session.bare):
+            assert session.bare.local is not None
+            self.rosters.forget(session.bare.domain, session.bare.local)
 
     async def pre_auth_stanza(self, domain: str, element: etree._Element, output: Output, address: str) -> None:
         host = self.hosts[domain]

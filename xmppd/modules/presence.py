@@ -420,6 +420,12 @@ class PresenceHandlers:
         mod = self.mod
         user = stanza.to.bare
         assert user.local is not None
+        if not self.sessions.available(user):
+            # §4.3.2 lets a server stay silent about a contact with no available resource, and
+            # we keep no last unavailable presence: a login with many offline contacts then
+            # costs no database lookup per contact. (A prober that wrongly believes itself
+            # subscribed is put right when the contact is online.)
+            return True
         if prober.bare != user:  # an account always sees its own presence
             # No account has no roster either: one lookup answers both questions.
             item = await get_item(mod, user, prober.bare)
@@ -428,9 +434,7 @@ class PresenceHandlers:
                 # resynchronises a prober that believes it is subscribed.
                 await mod.send(Stanza.build("presence", to=prober.bare, from_=user, type_="unsubscribed"))
                 return True
-        # §4.3.2: the last presence of each available resource. With none available the RFC
-        # lets the server stay silent (we keep no last unavailable presence to send): a login
-        # with a large roster of offline contacts costs no stanza per contact.
+        # §4.3.2: the last presence of each available resource.
         await send_available_presence(mod, user, prober)
         return True
 
