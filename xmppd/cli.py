@@ -1,7 +1,8 @@
 """`xmppd`: run and administer the server.
 
 Exit codes: 0 success, 1 the operation was refused (account exists, no such account, wrong
-input), 2 usage or configuration error, 3 storage error (unreachable, schema mismatch).
+input) or the system refused (port in use), 2 usage or configuration error, 3 storage error
+(unreachable, schema mismatch).
 Passwords are read from a prompt or, with --password-stdin, from standard input; on the
 command line only when --password is given explicitly.
 """
@@ -47,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"xmppd: {error}", file=sys.stderr)
         return error.code
-    except (SchemaError, StorageError, OSError) as error:
+    except (SchemaError, StorageError) as error:
         print(f"xmppd: storage error: {error}", file=sys.stderr)
         return EXIT_STORAGE
+    except OSError as error:  # a port in use, an unreadable file
+        print(f"xmppd: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
 

@@ -136,11 +136,14 @@ class Carbons:
 
     def sent(self, ev: StanzaEvent) -> None:
         origin = ev.origin
-        if origin is None or not eligible(ev.stanza, received=False):
+        if origin is None:
             return
-        for session in self._enabled(origin.bare):
-            if session is not origin:
-                session.send(wrap("sent", ev.stanza, origin.bare, session.jid))
+        # Who would get a copy is two dict lookups; eligibility walks the payload: ask it last.
+        others = [session for session in self._enabled(origin.bare) if session is not origin]
+        if not others or not eligible(ev.stanza, received=False):
+            return
+        for session in others:
+            session.send(wrap("sent", ev.stanza, origin.bare, session.jid))
 
     def received(self, ev: StanzaEvent) -> None:
         stanza = ev.stanza
