@@ -21,6 +21,8 @@ from lxml import etree
 from bench import stream as xs
 from bench.scram import KeyCache, ScramClient, ScramError
 
+MAX_SKIPPED = 100_000  # stanzas a wait may pass over (presence floods in big rooms and rosters)
+
 
 class LoginError(Exception):
     """A step of the login failed; the message names the step."""
@@ -130,13 +132,15 @@ class Session:
         return ev
 
     async def wait_iq(self, iq_id: str, on_other: Callable[[etree._Element], None] | None = None) -> etree._Element:
-        """Waits for the iq answering iq_id; other stanzas go to on_other (or are dropped)."""
-        while True:
+        """Waits for the iq answering iq_id; other stanzas go to on_other (or are dropped).
+        Bounded: each element within the target's timeout, and at most MAX_SKIPPED of them."""
+        for _ in range(MAX_SKIPPED):
             el = await self.element()
             if el.tag == "{jabber:client}iq" and el.get("id") == iq_id:
                 return el
             if on_other is not None:
                 on_other(el)
+        raise TimeoutError(f"no answer to iq {iq_id} among {MAX_SKIPPED} stanzas")
 
     def use_sink(self, sink: Callable[[bytes], None]) -> None:
         """Stops parsing: every later read goes to sink (and the parser is freed)."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole comparison in one command, from the repository root:
 #
-#   bench/run.sh                     # floor, xmppd, Prosody, ejabberd; ~15 minutes
+#   bench/run.sh                     # floor, xmppd, Prosody, ejabberd; ~10 minutes (+ first-time installs)
 #   TARGETS="floor prosody" bench/run.sh
 #   DURATION=20 IDLE=10000 MUC_OCCUPANTS=1000 bench/run.sh     # longer / the full sizes
 #

@@ -441,7 +441,7 @@ async def _join_room(opt: Options, sessions: list[Session], room: str, out: Outc
         return []
     first = sessions[0]
     first.send(join.format(nick="n0").encode())
-    while True:  # the creator parses: it may have to unlock the room (XEP-0045 §10.1.2)
+    for _ in range(1000):  # the creator parses: it may have to unlock the room (XEP-0045 §10.1.2)
         el = await first.element()
         if el.tag == "{jabber:client}presence" and el.get("from") == f"{room}/n0":
             if el.get("type") == "error":
@@ -452,6 +452,8 @@ async def _join_room(opt: Options, sessions: list[Session], room: str, out: Outc
                 first.send(xs.iq("set", "cfg", form, to=room))
                 await first.wait_iq("cfg")
             break
+    else:
+        raise TimeoutError("no self-presence from the room")
     first.use_sink(_discard)
     joined = [first]
     rest = list(enumerate(sessions))[1:]

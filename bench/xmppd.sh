@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # xmppd under the benchmark: config from bench/templates/xmppd.toml, accounts and rosters through
 # bench/xmppd_provision.py, server pinned to CPU $SERVER_CPU, then $SCENARIOS.
-#   bench/xmppd.sh [run|setup|start|stop]
+#   bench/xmppd.sh [run|setup|start [CONFIG]|stop]
 # Ports: c2s 35222, Direct TLS 35223. XMPPD_STORAGE=postgresql (default, bench/pg.sh's cluster) or sqlite.
 # The xmppd-specific commands are all in this file and the two it names: adapt them if xmppd changes.
 set -euo pipefail
@@ -87,7 +87,7 @@ run() {
 case "${1:-run}" in
 run) run ;;
 setup) "$HERE/pg.sh" start; setup ;;
-start) start ;;
+start) shift; start "$@" ;;
 stop) stop ;;
 *) echo "usage: $0 [run|setup|start|stop]" >&2; exit 2 ;;
 esac
