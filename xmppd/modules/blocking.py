@@ -204,6 +204,16 @@ class Blocking:
 
     async def inbound_presence(self, ev: StanzaEvent) -> bool:
         stanza = ev.stanza
+        to = stanza.to
+        if (
+            stanza.type in (None, "unavailable", "probe")
+            and to is not None
+            and not self.server.sessions.available(to.bare)
+        ):
+            # Availability and probes for an account with no available resource go nowhere
+            # (RFC 6121 §4.2.2, §4.3.2): no list to load for them. Subscription requests are
+            # kept for later, so those are checked below.
+            return False
         if await self._blocked_by_recipient(stanza):
             return True  # §3.3: no answer, no error
         sender, to = stanza.from_, stanza.to
