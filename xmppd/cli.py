@@ -123,26 +123,28 @@ def _migrate(config: Config, _args: argparse.Namespace) -> int:
 
 
 def _adduser(config: Config, args: argparse.Namespace) -> int:
-    account = _account(config, args.jid)
-    password = _password(args)
-
-    async def run(storage: Storage) -> int:
-        if not await create_account(storage, account, password, config.auth.scram_iterations):
-            raise CommandError(f"{account} exists already")
-        print(f"created {account}")
-        return EXIT_OK
-
-    return _with_storage(config, run)
+    return _store_password(config, args, create_account, done="created {}", refused="{} exists already")
 
 
 def _passwd(config: Config, args: argparse.Namespace) -> int:
+    return _store_password(config, args, set_password, done="password changed for {}", refused="{} does not exist")
+
+
+def _store_password(
+    config: Config,
+    args: argparse.Namespace,
+    operation: Callable[[Storage, JID, str, int], Awaitable[bool]],
+    *,
+    done: str,
+    refused: str,
+) -> int:
     account = _account(config, args.jid)
     password = _password(args)
 
     async def run(storage: Storage) -> int:
-        if not await set_password(storage, account, password, config.auth.scram_iterations):
-            raise CommandError(f"{account} does not exist")
-        print(f"password changed for {account}")
+        if not await operation(storage, account, password, config.auth.scram_iterations):
+            raise CommandError(refused.format(account))
+        print(done.format(account))
         return EXIT_OK
 
     return _with_storage(config, run)
