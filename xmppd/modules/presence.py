@@ -453,7 +453,8 @@ class PresenceHandlers:
                 if contact == user:
                     continue  # the user's own resources get it below
                 reached.add(contact)
-                await self.mod.send(addressed(presence, session.jid, contact))
+                if not self._nobody_there(contact):
+                    await self.mod.send(addressed(presence, session.jid, contact))
         targets = self.sessions.available(user)
         if session not in targets and not session.closed:
             targets.append(session)  # an unavailable presence still goes back to its sender
@@ -480,13 +481,20 @@ class PresenceHandlers:
         await self.mod.host.hooks.fire("available-presence", AvailableEvent(session, initial, previous_priority))
         return True
 
+    def _nobody_there(self, contact: JID) -> bool:
+        """A contact of this server with no available resource: availability presence for it
+        goes nowhere and a probe would be answered with silence (§4.2.2, §4.3.2), so neither
+        is routed. A login with a large, mostly offline roster then costs little."""
+        return contact.domain in self.mod.server.hosts and not self.sessions.available(contact)
+
     async def _initial(self, session: Session, items: list[RosterItem]) -> None:
         user = session.bare
         # §4.2.2: probe the contacts the user is subscribed to, from the bare JID (§4.3).
         for item in items:
             if state_of(item) in SUBSCRIBED_TO and item.jid != str(user):
-                probe = Stanza.build("presence", to=parse_jid(item.jid), from_=user, type_="probe")
-                await self.mod.send(probe)
+                contact = parse_jid(item.jid)
+                if not self._nobody_there(contact):
+                    await self.mod.send(Stanza.build("presence", to=contact, from_=user, type_="probe"))
         # The new resource learns about the user's other available resources.
         for other in self.sessions.available(user):
             if other is not session and other.presence is not None:
