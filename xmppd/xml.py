@@ -78,7 +78,15 @@ class XmlStream:
     def feed(self, data: bytes) -> list[Event]:
         if self.closed or not data:
             return []
-        self._refuse_declarations(data)
+        forbidden = self._forbidden_at(data)
+        if forbidden is None:
+            return self._feed_all(data)
+        # Stanzas completed before the declaration still count, as for a syntax error.
+        error = StreamError("restricted-xml", "DTDs, entity declarations and comments are not allowed")
+        error.partial[:0] = self._feed_all(data[:forbidden]) if forbidden else []
+        raise error
+
+    def _feed_all(self, data: bytes) -> list[Event]:
         # No more than a quarter of the limit either: a slice is counted whole against the stanza
         # it ends in, so small stanzas pipelined into one slice must not add up to a false
         # policy-violation when the limit is small (it may be as low as 1024).
@@ -117,8 +125,9 @@ class XmlStream:
         except (StreamError, etree.XMLSyntaxError):
             return []
 
-    def _refuse_declarations(self, data: bytes) -> None:
-        """Refuse `<!` except CDATA (`<![`): DOCTYPE, ENTITY and comments (RFC 6120 §11.1).
+    def _forbidden_at(self, data: bytes) -> int | None:
+        """Where a `<!` other than CDATA (`<![`) starts: DOCTYPE, ENTITY and comments are
+        refused (RFC 6120 §11.1) before lxml sees them. 0 when it began in an earlier read.
 
         The scan carries the last byte over so a `<!` split across two reads is still seen.
         """
@@ -130,9 +139,9 @@ class XmlStream:
         if self._after_lt_bang:
             if data_from >= len(data):
                 self._last_byte_lt = False
-                return
+                return None
             if data[data_from : data_from + 1] != b"[":
-                raise StreamError("restricted-xml", "DTDs, entity declarations and comments are not allowed")
+                return 0
             self._after_lt_bang = False
         position = data.find(b"<!", data_from)
         while position != -1:
@@ -141,9 +150,10 @@ class XmlStream:
                 self._after_lt_bang = True
                 break
             if following != b"[":
-                raise StreamError("restricted-xml", "DTDs, entity declarations and comments are not allowed")
+                return position
             position = data.find(b"<!", position + 2)
         self._last_byte_lt = data.endswith(b"<")
+        return None
 
     def _collect(self) -> list[Event]:
         events: list[Event] = []

@@ -631,3 +631,13 @@ def test_what_precedes_an_error_does_not_depend_on_chunking(points: list[int]) -
     events, condition = events_until_error(split_at(broken, points))
     assert condition == "not-well-formed"
     assert events == WHOLE[:-1]
+
+
+def test_stanzas_before_a_declaration_in_the_same_read_are_kept() -> None:
+    """Regression: restricted-xml used to drop the well-formed stanzas read with it."""
+    stream = XmlStream()
+    stream.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    with pytest.raises(StreamError) as caught:
+        stream.feed(b"<message><body>kept</body></message><!-- comment -->")
+    assert caught.value.condition == "restricted-xml"
+    assert [etree.QName(e).localname for e in caught.value.partial] == ["message"]  # type: ignore[arg-type]
