@@ -377,7 +377,7 @@ def quiesce(roots: list[int], limit_s: float = 30.0) -> None:
     deadline = time.monotonic() + limit_s
     before = procstat.sample(roots)
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.5)  # the CPU sampling window, not a wait for an event
         after = procstat.sample(roots)
         if procstat.cpu_pct(before, after, 0.5) < 10.0:
             return

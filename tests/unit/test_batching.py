@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from xmppd.batching import BatchWriter, WriterStopped
 
 
-async def settle() -> None:
-    """Let every ready task run until it waits on something (a few loop passes)."""
-    for _ in range(10):
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until `condition` holds: waits for a state, never for time."""
+    for _ in range(100):
+        if condition():
+            return
         await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
 
 
 class FakeStore:
@@ -54,11 +58,10 @@ async def test_writes_during_a_flush_form_the_next_batch_in_order() -> None:
     store.gate = asyncio.Event()
     writer = BatchWriter(store.flush)
     first = asyncio.ensure_future(writer.write(0))
-    await settle()
-    assert store.batches == [[0]]  # in flight
+    await until(lambda: store.batches == [[0]])  # in flight
     later = [asyncio.ensure_future(writer.write(i)) for i in range(1, 6)]
-    await settle()
-    assert store.batches == [[0]] and writer.pending == 5  # waiting for the first to commit
+    await until(lambda: writer.pending == 5)
+    assert store.batches == [[0]]  # waiting for the first to commit
     assert not any(f.done() for f in [first, *later])
     store.gate.set()
     await asyncio.gather(first, *later)
@@ -78,7 +81,12 @@ async def test_delay_gathers_more() -> None:
     writer = BatchWriter(store.flush, delay=0.05)
 
     async def late(i: int) -> None:
-        await settle()  # well past the loop pass in which the batch opened, well within the delay
+        await until(lambda: writer._task is not None)  # the batch has opened
+        for _ in range(5):
+            # Loop passes after which a batch without delay would have been flushed: this one
+            # is still held open, waiting out its delay.
+            await asyncio.sleep(0)
+            assert not store.batches
         await writer.write(i)
 
     await asyncio.gather(writer.write(0), late(1))
@@ -103,7 +111,7 @@ async def test_a_cancelled_writer_does_not_disturb_the_others() -> None:
     writer = BatchWriter(store.flush)
     impatient = asyncio.ensure_future(writer.write(1))
     patient = asyncio.ensure_future(writer.write(2))
-    await settle()
+    await until(lambda: store.batches == [[1, 2]])  # both in the flush held open by the gate
     impatient.cancel()
     store.gate.set()
     await patient
@@ -116,9 +124,9 @@ async def test_stopping_the_writer_fails_whoever_waits() -> None:
     store.gate = asyncio.Event()
     writer = BatchWriter(store.flush)
     waiting = [asyncio.ensure_future(writer.write(i)) for i in range(3)]
-    await settle()
+    await until(lambda: store.batches == [[0, 1, 2]])  # in a flush held open by the gate
     queued = asyncio.ensure_future(writer.write(9))
-    await asyncio.sleep(0)
+    await until(lambda: writer.pending == 1)  # queued behind it
     task = writer._task
     assert task is not None
     task.cancel()

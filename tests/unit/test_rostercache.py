@@ -19,11 +19,13 @@ class FakeRosterStore:
         self.versions: dict[tuple[str, str], int] = {}
         self.reads = 0
         self.gate: asyncio.Event | None = None
+        self.snapshot_taken = asyncio.Event()
 
     async def items(self, host: str, username: str) -> tuple[int, list[RosterItem]]:
         self.reads += 1
         snapshot = list(self.rosters.get((host, username), {}).values())
         version = self.versions.get((host, username), 0)
+        self.snapshot_taken.set()
         if self.gate is not None:
             await self.gate.wait()
         return version, snapshot
@@ -85,7 +87,7 @@ async def test_a_read_that_raced_a_write_is_not_kept() -> None:
     cache = CachedRosters(store, sessions)
     store.gate = asyncio.Event()
     slow_read = asyncio.create_task(cache.items("localhost", "alice"))
-    await asyncio.sleep(0)  # let the read take its snapshot (ordering, not timing)
+    await store.snapshot_taken.wait()
     await cache.put("localhost", "alice", RosterItem("bob@localhost"))
     store.gate.set()
     assert (await slow_read)[1] == []  # the stale snapshot is returned to its reader...
