@@ -214,6 +214,14 @@ class Server:
             assert session.bare.local is not None
             self.rosters.forget(session.bare.domain, session.bare.local)
 
+    async def account_exists(self, account: JID) -> bool:
+        """Whether `account` (a bare JID of a served host) exists: a bound resource proves it
+        without asking the database."""
+        if self.sessions.resources(account):
+            return True
+        assert account.local is not None
+        return await self.storage.accounts.exists(account.domain, account.local)
+
     async def pre_auth_stanza(self, domain: str, element: etree._Element, output: Output, address: str) -> None:
         host = self.hosts[domain]
         event = PreAuthEvent(host, element, output, address)

@@ -25,7 +25,6 @@ def setup(mod: ModuleAPI) -> None:
     mod.add_identity("server", "im", "xmppd")
     mod.add_feature(INFO_NS)
     mod.add_feature(ITEMS_NS)
-    accounts = mod.server.storage.accounts
 
     def host_info(ev: StanzaEvent) -> bool:
         query = ev.stanza.payload()
@@ -55,7 +54,7 @@ def setup(mod: ModuleAPI) -> None:
         payload = stanza.payload()
         if payload is not None and payload.get("node") is not None:
             return ev.error("item-not-found")
-        if not await accounts.exists(account.domain, account.local):
+        if not await mod.server.account_exists(account):
             return ev.error("service-unavailable")
         identities = [Identity("account", "registered")]
         ev.respond(info_reply(ev, identities, ev.host.account_features, [], None))

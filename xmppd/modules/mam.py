@@ -275,7 +275,7 @@ class Archive:
         archive = (
             from_ is not None
             and archivable(stanza.element)
-            and await self._exists(user)
+            and await self.mod.server.account_exists(user)
             and await self._wanted(user, from_)
         )
         if not archive and not claimed:
@@ -306,12 +306,6 @@ class Archive:
             self.mod.log.error("archiving a message of %s@%s failed: %s", record.username, record.host, exc)
             return ev.error("internal-server-error", "the message could not be archived")
         return False
-
-    async def _exists(self, user: JID) -> bool:
-        if self.sessions.resources(user):
-            return True
-        assert user.local is not None
-        return await self.storage.accounts.exists(user.domain, user.local)
 
     async def _wanted(self, user: JID, peer: JID) -> bool:
         prefs = await self.prefs(user)

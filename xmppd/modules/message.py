@@ -42,7 +42,7 @@ def delivery_targets(sessions: SessionRegistry, stanza: Stanza) -> list[Session]
 
 def setup(mod: ModuleAPI) -> None:
     sessions = mod.server.sessions
-    accounts = mod.server.storage.accounts
+    server = mod.server
 
     async def deliver(ev: StanzaEvent) -> bool:
         stanza = ev.stanza
@@ -59,9 +59,7 @@ def setup(mod: ModuleAPI) -> None:
             return ev.error("service-unavailable")
         if kind == "headline":
             return True  # §8.5.2.1.1: with no resource to take it, silently ignored
-        bare = stanza.to.bare
-        assert bare.local is not None
-        if not await accounts.exists(bare.domain, bare.local):
+        if not await server.account_exists(stanza.to.bare):
             return ev.error("service-unavailable")  # §8.5.2.2.1 / §8.5.1: no such user
         if await ev.host.hooks.fire("message/offline", ev):
             return True

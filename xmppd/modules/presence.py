@@ -330,7 +330,6 @@ class PresenceHandlers:
         self.mod = mod
         self.server = mod.server
         self.sessions = mod.server.sessions
-        self.accounts = mod.server.storage.accounts
         self.rosters = mod.server.storage.rosters
 
     async def _store(self, user: JID, before: RosterItem | None, outcome: Outcome) -> None:
@@ -383,8 +382,7 @@ class PresenceHandlers:
         mod = self.mod
         user = stanza.to.bare
         contact = stanza.from_.bare
-        assert user.local is not None
-        if not await self.accounts.exists(user.domain, user.local):
+        if not await self.server.account_exists(user):
             if stanza.type == "subscribe":
                 # §3.1.3: no such account: the request is refused with "unsubscribed".
                 await mod.send(Stanza.build("presence", to=contact, from_=user, type_="unsubscribed"))
