@@ -224,7 +224,6 @@ class Archive:
         self.host = mod.host
         self.storage = mod.storage
         self.store = mod.storage.archive
-        self.sessions = mod.server.sessions
         self.served = mod.server.hosts
         options = mod.options
         self.default_policy: str = options["default_policy"]
