@@ -41,9 +41,6 @@ class Hooks:
         else:
             self._handlers.pop(registration.name, None)
 
-    def has(self, name: str) -> bool:
-        return name in self._handlers
-
     async def fire(self, name: str, event: object) -> bool:
         """Run the handlers of `name`; True once one of them handled the event."""
         # Iterate over a snapshot: a handler may (un)register others while we run.

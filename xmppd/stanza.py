@@ -63,9 +63,6 @@ class Stanza:
                 return child
         return None
 
-    def find(self, tag: str) -> etree._Element | None:
-        return self.element.find(tag)
-
     def set_from(self, from_: JID) -> None:
         self.from_ = from_
         self.element.set("from", str(from_))
@@ -112,7 +109,3 @@ def _address(element: etree._Element, attribute: str) -> JID | None:
 
 def _copy(node: etree._Element) -> etree._Element:
     return copy.deepcopy(node)
-
-
-def to_bytes(node: etree._Element) -> bytes:
-    return etree.tostring(node)
