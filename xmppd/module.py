@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lxml import etree
 
@@ -25,6 +25,8 @@ from xmppd.stanza import Stanza
 if TYPE_CHECKING:
     from storage import Storage
     from xmppd.server import Server
+
+T = TypeVar("T")
 
 __all__ = ["ModuleAPI", "Option", "Stanza", "StanzaEvent", "load_module", "module_path"]
 
@@ -118,6 +120,14 @@ class ModuleAPI:
         features = self.host.pre_auth_features if before_auth else self.host.stream_features
         features.append(provider)
         self._undo.append(lambda: features.remove(provider))
+
+    def shared(self, name: str, make: Callable[[], T]) -> T:
+        """One object for every host of this server (a cache, a batching writer), made by
+        `make` on first use: a sender and a recipient on different hosts see the same one."""
+        key = f"{self.name}:{name}"
+        if key not in self.server.shared:
+            self.server.shared[key] = make()
+        return self.server.shared[key]  # type: ignore[no-any-return]
 
     # -- acting -------------------------------------------------------------------------
     async def send(self, stanza: Stanza) -> None:

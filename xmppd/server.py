@@ -11,7 +11,7 @@ import secrets
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -82,6 +82,8 @@ class Server:
         self.ports: dict[str, int] = {}
         self._connections: dict[str, int] = {}
         self.connections: set[Connection] = set()
+        # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
+        self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------

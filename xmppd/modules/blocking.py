@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,7 +47,6 @@ from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
     from storage import Storage
-    from xmppd.server import Server
 
 PROTOCOLS = [("XEP-0191", "1.3")]
 NS = "urn:xmpp:blocking"
@@ -126,16 +124,10 @@ class Blocklists:
             self._lists.popitem(last=False)
 
 
-_BLOCKLISTS: weakref.WeakKeyDictionary[Server, Blocklists] = weakref.WeakKeyDictionary()
-
-
 def blocklists(mod: ModuleAPI) -> Blocklists:
     """One cache per server, shared by its hosts: a stanza's sender and recipient may live on
     different hosts and both lists matter."""
-    lists = _BLOCKLISTS.get(mod.server)
-    if lists is None:
-        lists = _BLOCKLISTS[mod.server] = Blocklists(mod.server.storage, mod.options["cache_size"])
-    return lists
+    return mod.shared("lists", lambda: Blocklists(mod.server.storage, mod.options["cache_size"]))
 
 
 def exempt(account: JID, other: JID) -> bool:

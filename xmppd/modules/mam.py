@@ -52,7 +52,6 @@ import dataclasses
 import re
 import secrets
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +71,6 @@ from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
-    from storage import Storage
     from xmppd.host import Host
 
 PROTOCOLS = [
@@ -133,16 +131,9 @@ _ARCHIVABLE = frozenset(
     for name in names
 )
 
-# Per storage, shared by its hosts: one id generator, so that ids are unique in the database,
-# and one writer, so that the records of all hosts batch together.
-_IDS: weakref.WeakKeyDictionary[Storage, ArchiveIds] = weakref.WeakKeyDictionary()
-_WRITERS: weakref.WeakKeyDictionary[Storage, BatchWriter[ArchiveRecord]] = weakref.WeakKeyDictionary()
-_ARCHIVES: weakref.WeakKeyDictionary[Host, Archive] = weakref.WeakKeyDictionary()
-
-
 def setup(mod: ModuleAPI) -> None:
     archive = Archive(mod)
-    _ARCHIVES[mod.host] = archive
+    archives(mod)[mod.host.name] = archive
     for feature in (NS, EXTENDED, SID_NS):
         mod.add_account_feature(feature)  # XEP-0313 §7: on the archive's JID, the user's bare JID
     for target in ("bare", "full"):
@@ -162,7 +153,13 @@ def setup(mod: ModuleAPI) -> None:
 
 def archive_for(host: Host) -> Archive:
     """The archive service of a host (tests use it to inject a clock or run retention)."""
-    return _ARCHIVES[host]
+    return archives(host.modules["mam"])[host.name]
+
+
+def archives(mod: ModuleAPI) -> dict[str, Archive]:
+    """The archive service of each host, by host name."""
+    made: dict[str, Archive] = mod.shared("archives", dict)
+    return made
 
 
 def forbidden(ev: StanzaEvent) -> bool:
@@ -230,14 +227,12 @@ class Archive:
         self.retention_days: int = options["retention_days"]
         self.cleanup_interval: int = options["cleanup_interval"]
         self.max_page: int = options["max_page_size"]
-        writer = _WRITERS.get(self.storage)
-        if writer is None:
-            writer = BatchWriter(
-                self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"])
-            )
-            _WRITERS[self.storage] = writer
-        self.writer = writer
-        self.ids = _IDS.setdefault(self.storage, ArchiveIds())
+        # Shared by the hosts of the server (one storage): one writer, so that the records of all
+        # hosts batch together, and one id generator, so that ids are unique in the database.
+        self.writer = mod.shared("writer", lambda: BatchWriter(
+            self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"])
+        ))
+        self.ids = mod.shared("ids", ArchiveIds)
         self.clock: Callable[[], float] = time.time  # seconds since the epoch; tests replace it
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
 

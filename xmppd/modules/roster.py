@@ -202,17 +202,12 @@ def item_element(item: RosterItem, parent: etree._Element) -> etree._Element:
 
 # One lock per account and server, held only around the read-modify-write of that account's
 # roster (never while routing, so that a reply coming back to the same account cannot deadlock).
-_LOCKS: weakref.WeakKeyDictionary[Server, weakref.WeakValueDictionary[JID, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def roster_lock(server: Server, user: JID) -> asyncio.Lock:
     """The lock that serialises changes to `user`'s roster (concurrent senders would otherwise
     lose each other's updates between the read and the write)."""
-    locks = _LOCKS.get(server)
-    if locks is None:
-        locks = _LOCKS[server] = weakref.WeakValueDictionary()
+    locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = server.shared.setdefault(
+        "roster:locks", weakref.WeakValueDictionary()
+    )
     lock = locks.get(user)
     if lock is None:
         lock = locks[user] = asyncio.Lock()
