@@ -1,3 +1,5 @@
+"""`python -m xmppd`: the same as the `xmppd` command (xmppd/cli.py)."""
+
 import sys
 
 from xmppd.cli import main
