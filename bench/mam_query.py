@@ -41,7 +41,7 @@ import asyncpg
 
 from storage.archive import ArchiveIds, ArchiveQuery, ArchiveRecord, datetime_ms, first_id_at, format_id
 from storage.postgres import PostgresStorage, open_postgres, quote_identifier
-from storage.postgres_archive import select_sql
+from storage.postgres.archive import select_sql
 from xmppd.batching import BatchWriter
 
 HOST = "bench.local"

@@ -3,33 +3,44 @@
     storage = await open_storage("sqlite", sqlite_path="data/xmppd.sqlite3")
     await storage.check_schema()          # at startup; `xmppd migrate` calls storage.migrate()
     await storage.accounts.create(host, username, credentials)
+    rooms = storage.open_store("muc_rooms", MAP)   # a feature's own store, by shape (storage/shapes.py)
 
-The backends are imported when opened, so a SQLite deployment never loads asyncpg.
+The backends (the packages storage.sqlite and storage.postgres) are imported when opened, so a
+SQLite deployment never loads asyncpg.
 """
 
 from __future__ import annotations
 
 from storage.archive import ArchivePage, ArchiveQuery, ArchiveRecord, ArchiveStore
-from storage.base import AccountStore, KeyValueStore, OfflineStore, RosterStore, Storage
+from storage.base import AccountStore, KeyValueStore, MapStore, OfflineStore, RosterStore, Storage
 from storage.errors import SchemaError, StorageError
 from storage.model import OfflineMessage, RosterItem, ScramCredentials
 from storage.schema import LATEST_SCHEMA
+from storage.shapes import ARCHIVE, KEY_VALUE, MAP, QUEUE, KeyValue, Map, Shape
 
 __all__ = [
+    "ARCHIVE",
     "BACKENDS",
+    "KEY_VALUE",
     "LATEST_SCHEMA",
+    "MAP",
+    "QUEUE",
     "AccountStore",
     "ArchivePage",
     "ArchiveQuery",
     "ArchiveRecord",
     "ArchiveStore",
+    "KeyValue",
     "KeyValueStore",
+    "Map",
+    "MapStore",
     "OfflineMessage",
     "OfflineStore",
     "RosterItem",
     "RosterStore",
     "SchemaError",
     "ScramCredentials",
+    "Shape",
     "Storage",
     "StorageError",
     "open_storage",

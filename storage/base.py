@@ -1,26 +1,31 @@
 """The storage contract: small async interfaces by concern, and the Storage that bundles them.
 
 Every backend implements these and is checked by the same contract test suite
-(tests/storage/test_contract.py). Callers see only these types and the records of storage.model.
+(tests/storage/test_*contract.py). Callers see only these types and the records of storage.model.
+A feature that needs storage of its own asks `Storage.open_store(name, shape)` for it
+(storage/shapes.py) instead of adding an attribute here.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
-import json
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol, overload
 
 from storage.archive import ArchiveStore
 from storage.errors import SchemaError, StorageError
 from storage.model import OfflineMessage, RosterItem, ScramCredentials
 from storage.schema import Migration, check_sequence, schema_problem
+from storage.shapes import KeyValue, Map, Shape
 
 __all__ = [
     "AccountStore",
+    "KeyValueNamespace",
     "KeyValueStore",
+    "MapNamespace",
+    "MapStore",
     "OfflineStore",
     "RosterStore",
     "SchemaError",
@@ -95,6 +100,22 @@ class KeyValueStore(Protocol):
     async def all(self, host: str, username: str, store: str) -> dict[str, Any]: ...
 
 
+class MapStore(Protocol):
+    """Small per-host documents (chat-room configurations, a server-wide cache...): the MAP shape's
+    table, every namespace. JSON values with the same rules as KeyValueStore; documents belong to
+    the host and outlive any account. Features reach it through `Storage.open_store(name, MAP)`."""
+
+    async def get(self, host: str, store: str, key: str) -> Any | None: ...
+
+    async def set(self, host: str, store: str, key: str, value: Any | None) -> None:
+        """Store the value; None deletes the key."""
+        ...
+
+    async def all(self, host: str, store: str) -> dict[str, Any]: ...
+
+    async def keys(self, host: str, store: str) -> list[str]: ...
+
+
 class OfflineStore(Protocol):
     """XEP-0160 offline messages: a queue per user, in arrival order, with a length limit."""
 
@@ -116,6 +137,11 @@ class OfflineStore(Protocol):
     async def count(self, host: str, username: str) -> int: ...
 
 
+# The one name each single-table shape answers to: the archive and offline_messages tables have no
+# namespace column yet (storage/shapes.py), so another name would silently share the table.
+_SINGLE_STORES = {Shape.ARCHIVE: "archive", Shape.QUEUE: "offline"}
+
+
 class Storage(abc.ABC):
     """One database: the stores, the schema version, migrations.
 
@@ -125,15 +151,53 @@ class Storage(abc.ABC):
     backend: ClassVar[str]
     accounts: AccountStore
     rosters: RosterStore
-    kv: KeyValueStore
-    offline: OfflineStore
-    archive: ArchiveStore  # XEP-0313 message archives (storage/archive.py)
+    kv: KeyValueStore  # every KEY_VALUE namespace
+    maps: MapStore  # every MAP namespace
+    offline: OfflineStore  # the QUEUE store
+    archive: ArchiveStore  # the ARCHIVE store: XEP-0313 message archives (storage/archive.py)
 
     def __init__(self, migrations: Sequence[Migration]) -> None:
         if not migrations:
             raise ValueError("at least one migration is needed")
         check_sequence(migrations, self.backend)
         self._migrations = tuple(migrations)
+        self._stores: dict[tuple[str, Shape], KeyValue | Map] = {}
+
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.KEY_VALUE]) -> KeyValue: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.MAP]) -> Map: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.ARCHIVE]) -> ArchiveStore: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.QUEUE]) -> OfflineStore: ...
+    @overload
+    def open_store(self, name: str, shape: Shape) -> KeyValue | Map | ArchiveStore | OfflineStore: ...
+
+    def open_store(self, name: str, shape: Shape) -> KeyValue | Map | ArchiveStore | OfflineStore:
+        """The store called `name` of that shape (storage/shapes.py), for a feature to keep its data in
+        without a new attribute here or a migration. Cheap and without I/O: opening the same name
+        and shape again gives the same object. KEY_VALUE and MAP take any non-empty name (two
+        features must not pick the same one); ARCHIVE answers only to "archive" and QUEUE only to
+        "offline". ValueError for another name, an empty one, or an unknown shape."""
+        if not isinstance(shape, Shape):
+            known = ", ".join(s.name for s in Shape)
+            raise ValueError(f"unknown store shape {shape!r}: expected one of {known} (storage.shapes)")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a store name must be a non-empty string, not {name!r}")
+        if shape is Shape.ARCHIVE or shape is Shape.QUEUE:
+            single = _SINGLE_STORES[shape]
+            if name != single:
+                raise ValueError(
+                    f"no {shape.name} store named {name!r}: the {shape.name} shape has one store, {single!r}"
+                    " (its table has no namespace column yet)"
+                )
+            return self.archive if shape is Shape.ARCHIVE else self.offline
+        store = self._stores.get((name, shape))
+        if store is None:
+            store = KeyValueNamespace(self.kv, name) if shape is Shape.KEY_VALUE else MapNamespace(self.maps, name)
+            self._stores[(name, shape)] = store
+        return store
 
     @property
     def latest_schema(self) -> int:
@@ -184,6 +248,64 @@ class Storage(abc.ABC):
         await self.close()
 
 
+# The views open_store hands out --------------------------------------------------------------------
+
+
+class KeyValueNamespace:
+    """A KEY_VALUE store: one namespace of a KeyValueStore (storage/shapes.py KeyValue)."""
+
+    __slots__ = ("_kv", "_name")
+
+    def __init__(self, kv: KeyValueStore, name: str) -> None:
+        self._kv = kv
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def get(self, host: str, username: str, key: str) -> Any | None:
+        return await self._kv.get(host, username, self._name, key)
+
+    async def set(self, host: str, username: str, key: str, value: Any | None) -> None:
+        await self._kv.set(host, username, self._name, key, value)
+
+    async def all(self, host: str, username: str) -> dict[str, Any]:
+        return await self._kv.all(host, username, self._name)
+
+    def __repr__(self) -> str:
+        return f"<KeyValueNamespace {self._name!r}>"
+
+
+class MapNamespace:
+    """A MAP store: one namespace of a MapStore (storage/shapes.py Map)."""
+
+    __slots__ = ("_maps", "_name")
+
+    def __init__(self, maps: MapStore, name: str) -> None:
+        self._maps = maps
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def get(self, host: str, key: str) -> Any | None:
+        return await self._maps.get(host, self._name, key)
+
+    async def set(self, host: str, key: str, value: Any | None) -> None:
+        await self._maps.set(host, self._name, key, value)
+
+    async def all(self, host: str) -> dict[str, Any]:
+        return await self._maps.all(host, self._name)
+
+    async def keys(self, host: str) -> list[str]:
+        return await self._maps.keys(host, self._name)
+
+    def __repr__(self) -> str:
+        return f"<MapNamespace {self._name!r}>"
+
+
 # Helpers shared by the backends -------------------------------------------------------------------
 
 
@@ -191,18 +313,3 @@ def check_credentials(credentials: Sequence[ScramCredentials]) -> None:
     names = [c.hash_name for c in credentials]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate SCRAM hash names: {names}")
-
-
-def encode_json(value: Any) -> str:
-    """The JSON text stored for a kv value; what cannot be stored is refused the same way on every backend."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates: no database text can hold them
-            raise ValueError(f"kv value is not valid Unicode: {exc}") from None
-    return text
-
-
-def decode_json(text: str) -> Any:
-    return json.loads(text)

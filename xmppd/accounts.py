@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from storage import Storage
+from storage import AccountStore
 from storage.model import SCRAM_HASHES, ScramCredentials
 from xmppd.jid import JID
 from xmppd.sasl import derive_credentials, prepare_password
@@ -21,15 +21,15 @@ async def credentials_for(password: str, iterations: int) -> list[ScramCredentia
     return await asyncio.to_thread(_derive_all, password, iterations)
 
 
-async def create_account(storage: Storage, account: JID, password: str, iterations: int = 4096) -> bool:
+async def create_account(accounts: AccountStore, account: JID, password: str, iterations: int = 4096) -> bool:
     """False when the account exists already. ValueError for a password PRECIS refuses."""
     assert account.local is not None
     credentials = await credentials_for(password, iterations)
-    return await storage.accounts.create(account.domain, account.local, credentials)
+    return await accounts.create(account.domain, account.local, credentials)
 
 
-async def set_password(storage: Storage, account: JID, password: str, iterations: int = 4096) -> bool:
+async def set_password(accounts: AccountStore, account: JID, password: str, iterations: int = 4096) -> bool:
     """False when there is no such account."""
     assert account.local is not None
     credentials = await credentials_for(password, iterations)
-    return await storage.accounts.set_credentials(account.domain, account.local, credentials)
+    return await accounts.set_credentials(account.domain, account.local, credentials)

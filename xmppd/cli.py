@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from storage import SchemaError, Storage, StorageError
+from storage import AccountStore, SchemaError, Storage, StorageError
 from xmppd.accounts import create_account, set_password
 from xmppd.config import Config, ConfigError, load_config
 from xmppd.jid import JID, InvalidJID, parse_jid
@@ -133,7 +133,7 @@ def _passwd(config: Config, args: argparse.Namespace) -> int:
 def _store_password(
     config: Config,
     args: argparse.Namespace,
-    operation: Callable[[Storage, JID, str, int], Awaitable[bool]],
+    operation: Callable[[AccountStore, JID, str, int], Awaitable[bool]],
     *,
     done: str,
     refused: str,
@@ -142,7 +142,7 @@ def _store_password(
     password = _password(args)
 
     async def run(storage: Storage) -> int:
-        if not await operation(storage, account, password, config.auth.scram_iterations):
+        if not await operation(storage.accounts, account, password, config.auth.scram_iterations):
             raise CommandError(refused.format(account))
         print(done.format(account))
         return EXIT_OK

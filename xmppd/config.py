@@ -18,8 +18,10 @@ from typing import Any
 from xmppd.jid import InvalidJID, parse_jid
 from xmppd.module import Option, load_module
 
-# Always loaded: the RFC 6120/6121 core. `[server] modules` lists the optional ones.
+# Always loaded on user hosts: the RFC 6120/6121 core. `[server] modules` lists the optional ones.
 CORE_MODULES = ("iq", "message", "presence", "roster", "disco", "legacy_session")
+# Always loaded on component hosts: disco answers for the service; the rest it lists itself.
+COMPONENT_CORE_MODULES = ("disco",)
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
 )
@@ -81,12 +83,23 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentConfig:
+    """A service with its own domain (`[components."conference.example.org"]`)."""
+
+    domain: str
+    modules: tuple[str, ...]
+    # The user host whose disco#items list this component.
+    parent: str
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<defaults>"
     hosts: tuple[str, ...] = ("localhost",)
     data_dir: Path = Path("data")
     log_level: str = "info"
     modules: tuple[str, ...] = DEFAULT_MODULES
+    components: tuple[ComponentConfig, ...] = ()
     module_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -94,8 +107,20 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
-    def all_modules(self) -> tuple[str, ...]:
+    def user_host_modules(self) -> tuple[str, ...]:
+        """What every user host loads: the core, then `[server] modules`."""
         return CORE_MODULES + tuple(m for m in self.modules if m not in CORE_MODULES)
+
+    def component_modules(self, component: ComponentConfig) -> tuple[str, ...]:
+        return COMPONENT_CORE_MODULES + tuple(m for m in component.modules if m not in COMPONENT_CORE_MODULES)
+
+    @property
+    def all_modules(self) -> tuple[str, ...]:
+        """Every module some host loads (each is configured once, in `[modules.<name>]`)."""
+        names = list(self.user_host_modules)
+        for component in self.components:
+            names.extend(m for m in self.component_modules(component) if m not in names)
+        return tuple(names)
 
     @property
     def sqlite_file(self) -> Path:
@@ -190,6 +215,7 @@ def _build(raw: Mapping[str, Any], source: str) -> Config:
         data_dir=Path(server.get("data_dir", "data", str, "a directory path")),
         log_level=server.choice("log_level", "info", LOG_LEVELS),
         modules=server.strings("modules", DEFAULT_MODULES, "a list of module names"),
+        components=_components(_Reader(source, top.table_("components"), "components"), hosts),
         c2s=_c2s(_Reader(source, top.table_("c2s"), "c2s")),
         tls=_tls(_Reader(source, top.table_("tls"), "tls"), hosts),
         auth=_auth(_Reader(source, top.table_("auth"), "auth")),
@@ -207,19 +233,47 @@ def _hosts(server: _Reader) -> tuple[str, ...]:
     if not hosts:
         raise ConfigError(server.source, server.key("hosts"), [], "at least one domain name")
     for host in hosts:
-        try:
-            jid = parse_jid(host)
-        except InvalidJID:
-            jid = None
-        if jid is None or not jid.is_domain or str(jid) != host:
-            # Hosts are compared with prepared domainparts, so only the prepared form will do;
-            # say which it is (an A-label "xn--..." is written as its U-label, RFC 7622 §3.2).
-            hint = f"; here that is {str(jid)!r}" if jid is not None and jid.is_domain else ""
-            raise ConfigError(
-                server.source, server.key("hosts"), host,
-                "lower-case domain names like 'example.org', as RFC 7622 prepares them" + hint,
-            )
+        _domain(server, server.key("hosts"), host)
     return hosts
+
+
+def _domain(reader: _Reader, key: str, value: str) -> str:
+    """A domain as RFC 7622 prepares it; only the prepared form is accepted, so that names in the
+    config compare equal to the addresses in stanzas."""
+    try:
+        jid = parse_jid(value)
+    except InvalidJID:
+        jid = None
+    if jid is None or not jid.is_domain or str(jid) != value:
+        # Say which form it is (an A-label "xn--..." is written as its U-label, RFC 7622 §3.2).
+        hint = f"; here that is {str(jid)!r}" if jid is not None and jid.is_domain else ""
+        raise ConfigError(
+            reader.source, key, value,
+            "lower-case domain names like 'example.org', as RFC 7622 prepares them" + hint,
+        )
+    return value
+
+
+def _components(reader: _Reader, hosts: tuple[str, ...]) -> tuple[ComponentConfig, ...]:
+    components = []
+    for domain, entry in reader.table.items():
+        reader.used.add(domain)
+        key = reader.key(f'"{domain}"')
+        _domain(reader, key, domain)
+        if domain in hosts:
+            raise ConfigError(reader.source, key, domain, "a domain that is not also in server.hosts")
+        if not isinstance(entry, dict):
+            raise ConfigError(reader.source, key, entry, "a table with modules (and optionally parent)")
+        table = _Reader(reader.source, entry, key)
+        modules = table.strings("modules", (), "a list of module names")
+        # By default the user host it is a subdomain of (conference.example.org: example.org).
+        near = [host for host in hosts if domain.endswith("." + host)]
+        parent = table.get("parent", max(near, key=len) if near else hosts[0], str, "a host listed in server.hosts")
+        if parent not in hosts:
+            raise ConfigError(reader.source, table.key("parent"), parent, "a host listed in server.hosts")
+        table.finish()
+        components.append(ComponentConfig(domain, modules, parent))
+    return tuple(components)
 
 
 def _c2s(reader: _Reader) -> C2SConfig:

@@ -68,6 +68,23 @@ class StanzaError(Exception):
         self.text = text
         self.type = error_type or _DEFAULT_STANZA_ERROR_TYPES[condition]
 
+    @classmethod
+    def from_reply(cls, reply: etree._Element) -> StanzaError:
+        """The error an error stanza carries (undefined-condition when it names none we know)."""
+        condition, text, error_type = "undefined-condition", None, None
+        for error in reply:
+            if isinstance(error.tag, str) and etree.QName(error).localname == "error":
+                error_type = error.get("type")
+                for child in error:
+                    qname = etree.QName(child)
+                    if qname.namespace != STANZA_ERRORS_NS:
+                        continue
+                    if qname.localname == "text":
+                        text = child.text
+                    elif qname.localname in _DEFAULT_STANZA_ERROR_TYPES:
+                        condition = qname.localname
+        return cls(condition, text, error_type)
+
     def to_element(self, client_ns: str) -> etree._Element:
         """The `<error/>` child for a stanza in the `client_ns` content namespace."""
         error = element(f"{{{client_ns}}}error", {"type": self.type})

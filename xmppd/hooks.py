@@ -1,6 +1,6 @@
 """Priority-ordered event hooks: the one way modules see stanzas and server events.
 
-Handlers run from the highest priority down; the first that returns a truthy value stops the
+Handlers run from the highest priority down; the first that returns True stops the
 event (it has been handled). Default behaviour (e.g. delivery) sits at priority -1 so that
 blocking, carbons and the archive see a stanza first. A handler may be a plain function or a
 coroutine function: most are plain, and firing them costs no task switch.

@@ -1,10 +1,16 @@
-"""A virtual host: its hooks, its loaded modules and what it announces through disco."""
+"""A host: its hooks, its loaded modules and what it announces through disco.
+
+Two kinds. A user host (`[server] hosts`) has accounts, rosters, presence and the core modules.
+A component host (`[components."conference.example.org"]`) is a service with its own domain (a
+room service, an upload service): it gets only the modules it lists, and the user host it
+belongs to lists it in its disco#items.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from lxml import etree
 
@@ -19,6 +25,9 @@ if TYPE_CHECKING:
 StreamFeature = Callable[["Session | None"], "etree._Element | None"]
 
 
+HostKind = Literal["user", "component"]
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Identity:
     category: str
@@ -26,15 +35,30 @@ class Identity:
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A disco#items entry (XEP-0030 §4.2)."""
+
+    jid: str
+    name: str | None = None
+    node: str | None = None
+
+
 class Host:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, kind: HostKind = "user", modules: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.kind: HostKind = kind
+        # The modules to load on this host, in order.
+        self.module_names = modules
         self.jid: JID = parse_jid(name)
         self.hooks = Hooks()
         self.features: list[str] = []
         # What the server offers on behalf of each account, answered for disco#info to a bare JID.
         self.account_features: list[str] = ["http://jabber.org/protocol/disco#info"]
+        self.account_identities: list[Identity] = [Identity("account", "registered")]
         self.identities: list[Identity] = []
+        # disco#items of the host: its components, and what modules add.
+        self.items: list[Item] = []
         # XEP-0128 extended information: data forms added to disco#info.
         self.extensions: list[etree._Element] = []
         # Features of the authenticated stream (before bind): roster versioning, caps, ...
@@ -52,4 +76,4 @@ class Host:
             self.features.remove(feature)
 
     def __repr__(self) -> str:
-        return f"<Host {self.name}>"
+        return f"<Host {self.name} ({self.kind})>"

@@ -10,21 +10,31 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from lxml import etree
 
+from storage.shapes import Shape
+from xmppd import events
 from xmppd.hooks import Handler, Registration
-from xmppd.host import Host, Identity, StreamFeature
+from xmppd.host import Host, Identity, Item, StreamFeature
 from xmppd.router import StanzaEvent
 from xmppd.stanza import Stanza
 
 if TYPE_CHECKING:
-    from storage import Storage
+    from storage import AccountStore, ArchiveStore, OfflineStore
+    from storage.shapes import KeyValue, Map
+    from xmppd.config import Config
+    from xmppd.jid import JID
+    from xmppd.rostercache import CachedRosters
     from xmppd.server import Server
+    from xmppd.session import Session
+    from xmppd.sessions import SessionRegistry
 
 T = TypeVar("T")
 
@@ -61,22 +71,24 @@ def load_module(name: str) -> ModuleType:
 
 
 class ModuleAPI:
+    """Everything a module may use of the server, and nothing else: hooks, what the host
+    announces, the session registry, stores by shape, sending (as the server or as a session),
+    iq requests with their answers, the clock and background work. A module that keeps to this
+    can move to a component process or another node; it never sees `Server` itself."""
+
     def __init__(self, name: str, host: Host, server: Server, options: Mapping[str, Any]) -> None:
         self.name = name
         self.host = host
-        self.server = server
+        self._server = server
         self.options = dict(options)
         self.log = logging.getLogger(f"xmppd.mod.{name}")
         self._hooks: list[Registration] = []
         self._undo: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    @property
-    def storage(self) -> Storage:
-        return self.server.storage
-
     # -- hooks --------------------------------------------------------------------------
     def on(self, event: str, handler: Handler, priority: int = 0) -> None:
+        """Handle an event of this host (names and payloads: xmppd/events.py)."""
         self._hooks.append(self.host.hooks.on(event, handler, priority))
 
     def on_iq(
@@ -92,7 +104,16 @@ class ModuleAPI:
         """Handle `<iq type=type_><name xmlns=ns/></iq>` sent to one of `targets`:
         'host' (the server), 'self' (the sender's own account), 'bare' (another account), 'full'."""
         for target in targets:
-            self.on(f"iq-{type_}/{target}/{ns}:{name}", handler, priority)
+            self.on(events.iq_event(type_, target, ns, name), handler, priority)
+
+    def on_stream_element(self, ns: str, name: str, handler: Handler, priority: int = 0) -> None:
+        """Claim a top-level element that is not a stanza (`<r xmlns='urn:xmpp:sm:3'/>`); the
+        handler gets an `events.StreamElementEvent` and returns True when it took it."""
+        self.on(events.stream_element(ns, name), handler, priority)
+
+    async def fire(self, event: str, payload: object) -> bool:
+        """Fire an event of this host (e.g. `available-presence` for the modules that wait on it)."""
+        return await self.host.hooks.fire(event, payload)
 
     # -- what the host announces --------------------------------------------------------
     def add_feature(self, feature: str) -> None:
@@ -102,49 +123,126 @@ class ModuleAPI:
 
     def add_account_feature(self, feature: str) -> None:
         """A feature the server offers on behalf of each account (disco#info to a bare JID)."""
-        features = self.host.account_features
-        if feature not in features:
-            features.append(feature)
-            self._undo.append(lambda: features.remove(feature))
+        self._add(self.host.account_features, feature)
 
     def add_identity(self, category: str, type_: str, name: str | None = None) -> None:
-        identity = Identity(category, type_, name)
-        self.host.identities.append(identity)
-        self._undo.append(lambda: self.host.identities.remove(identity))
+        self._add(self.host.identities, Identity(category, type_, name))
+
+    def add_account_identity(self, category: str, type_: str, name: str | None = None) -> None:
+        """An identity of each account (disco#info to a bare JID), e.g. pubsub/pep."""
+        self._add(self.host.account_identities, Identity(category, type_, name))
+
+    def add_item(self, jid: str, name: str | None = None, node: str | None = None) -> None:
+        """An item of the host's disco#items (XEP-0030 §4)."""
+        self._add(self.host.items, Item(jid, name, node))
 
     def add_extension(self, form: etree._Element) -> None:
-        self.host.extensions.append(form)
-        self._undo.append(lambda: self.host.extensions.remove(form))
+        self._add(self.host.extensions, form)
 
     def add_stream_feature(self, provider: StreamFeature, *, before_auth: bool = False) -> None:
-        features = self.host.pre_auth_features if before_auth else self.host.stream_features
-        features.append(provider)
-        self._undo.append(lambda: features.remove(provider))
+        self._add(self.host.pre_auth_features if before_auth else self.host.stream_features, provider)
+
+    def _add(self, registry: list[Any], entry: Any) -> None:
+        registry.append(entry)
+        self._undo.append(lambda: registry.remove(entry))
+
+    # -- the server's state ---------------------------------------------------------------
+    @property
+    def sessions(self) -> SessionRegistry:
+        """Where bound resources are, and their routing state (set through its methods)."""
+        return self._server.sessions
+
+    def is_local(self, domain: str) -> bool:
+        """Whether a domain is served here (a user host or a component)."""
+        return domain in self._server.hosts
+
+    def is_user_host(self, domain: str) -> bool:
+        """Whether a domain is one of this server's user hosts (accounts, rosters, presence)."""
+        host = self._server.hosts.get(domain)
+        return host is not None and host.kind == "user"
+
+    async def account_exists(self, account: JID) -> bool:
+        return await self._server.account_exists(account)
+
+    @property
+    def accounts(self) -> AccountStore:
+        return self._server.storage.accounts
+
+    @property
+    def rosters(self) -> CachedRosters:
+        """The roster store, with the rosters of online accounts in memory and a lock per account."""
+        return self._server.rosters
+
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.KEY_VALUE]) -> KeyValue: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.MAP]) -> Map: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.ARCHIVE]) -> ArchiveStore: ...
+    @overload
+    def open_store(self, name: str, shape: Literal[Shape.QUEUE]) -> OfflineStore: ...
+
+    def open_store(self, name: str, shape: Shape) -> KeyValue | Map | ArchiveStore | OfflineStore:
+        """A store of one shape (storage/shapes.py: key-value, map, archive, queue) named `name`;
+        a feature adds its storage by opening one, without touching the storage interfaces."""
+        return self._server.storage.open_store(name, shape)
+
+    @property
+    def config(self) -> Config:
+        """The server's configuration (read-only); a module's own options are `options`."""
+        return self._server.config
 
     def shared(self, name: str, make: Callable[[], T]) -> T:
         """One object for every host of this server (a cache, a batching writer), made by
         `make` on first use: a sender and a recipient on different hosts see the same one."""
         key = f"{self.name}:{name}"
-        if key not in self.server.shared:
-            self.server.shared[key] = make()
-        return self.server.shared[key]  # type: ignore[no-any-return]
+        if key not in self._server.shared:
+            self._server.shared[key] = make()
+        return self._server.shared[key]  # type: ignore[no-any-return]
 
     # -- acting -------------------------------------------------------------------------
-    async def send(self, stanza: Stanza) -> None:
-        """Route a stanza the server itself originates (no sender-side hooks run)."""
-        await self.server.router.deliver(stanza, None)
+    async def send(self, stanza: Stanza, as_session: Session | None = None) -> None:
+        """Route a stanza. As the server (default), only the recipient's hooks run; as a
+        session, the sender-side hooks (`pre-...`: blocking, archive, carbons) run first, as for
+        a stanza the client itself sent."""
+        if as_session is not None:
+            await self._server.router.post(stanza, as_session)
+        else:
+            await self._server.router.deliver(stanza, None)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run background work owned by this module; it is cancelled on unload."""
-        task = asyncio.get_running_loop().create_task(coroutine)
+    async def send_iq(self, stanza: Stanza, patience: float = 30.0) -> Stanza:
+        """Send an iq get/set (an id is given if it has none) and return its result; raises
+        StanzaError for an error answer, remote-server-timeout when none comes within `patience` s."""
+        if stanza.id is None:
+            stanza.id = f"{self.name}-{secrets.token_hex(6)}"
+            stanza.element.set("id", stanza.id)
+        return await self._server.router.request(stanza, patience)
+
+    def end_session(self, session: Session, reason: str) -> Awaitable[None]:
+        """End a bound session (a detached one that will not be resumed, say)."""
+        return self._server.session_ended(session, reason)
+
+    # -- time and background work -------------------------------------------------------
+    def time(self) -> float:
+        """Seconds since the epoch, from the server's clock (tests inject their own)."""
+        return self._server.clock()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._server.clock(), UTC)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], *, forever: bool = False) -> asyncio.Task[Any]:
+        """Run background work owned by this module; it is cancelled on unload. The server waits
+        for it before it stops, unless it is a loop meant to run `forever` (a periodic cleanup)."""
+        task = self._server.background.spawn(coroutine, daemon=forever)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._tasks.discard)
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("background task failed", exc_info=task.exception())
+    def call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """Call `callback` after `delay` seconds, unless the module is unloaded first."""
+        handle = asyncio.get_running_loop().call_later(delay, callback)
+        self._undo.append(handle.cancel)
+        return handle
 
     def unload(self) -> None:
         for registration in self._hooks:

@@ -14,11 +14,17 @@ States and what moves them on:
                   --<iq/> (registration)-->  AUTH (PreAuthStanza action)
     SASL          --<response/>|<abort/>-->  SASL | AUTH
     BIND          --<iq><bind/></iq>-->      BINDING        --bound-->            BOUND
+                  --other element-->         BIND (StreamElement action: a module may claim it,
+                                                   e.g. XEP-0198 <resume/>, then `resumed`)  BOUND
     BOUND         stanzas belong to the router now; `receive` is no longer called
     any           --</stream:stream>, error-->  CLOSED
 
 An unexpected element closes the stream with the RFC's condition: not-authorized for a stanza
 before authentication (§6.4), policy-violation when TLS is required (§5.3.1).
+
+The actions speak of the stream, not of bytes on a wire: `Open` our side with these features,
+`Send` one element, `Close` with an error. Each transport frames them its own way (TCP: the
+`<stream:stream>` header and closing tag, see framing.py; WebSocket: `<open/>` and `<close/>`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from lxml import etree
 
 from storage.model import ScramCredentials
 from xmppd.errors import StreamError
+from xmppd.framing import Opening
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.sasl import (
     MECHANISM_HASHES,
@@ -41,7 +48,7 @@ from xmppd.sasl import (
     encode_sasl_data,
     parse_plain,
 )
-from xmppd.xml import STREAM_CLOSE, Event, StreamClosed, StreamOpened, stream_header
+from xmppd.xml import Event, StreamClosed, StreamOpened
 
 CLIENT_NS = "jabber:client"
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -65,7 +72,17 @@ class State(Enum):
 
 # -- actions for the adapter ------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class Open:
+    """Open our side of a (restarted) stream and offer `features` (RFC 6120 §4.3.2)."""
+
+    opening: Opening
+    features: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
+    """One top-level element, serialised."""
+
     data: bytes
 
 
@@ -128,15 +145,26 @@ class PreAuthStanza:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamElement:
+    """A top-level element after authentication that negotiation does not know (XEP-0198's
+    `<resume/>`): offered to the host's modules; unclaimed, `fail` the stream with
+    unsupported-stanza-type."""
+
+    element: etree._Element
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
-    """Send `data` (a stream error and/or the closing tag) and close the connection."""
+    """Close the stream, with a stream error or (None) just the closing tag. `opening` is set
+    when our side of the stream was never opened: it must be, before the error (§4.9.1.2)."""
 
-    data: bytes
+    error: StreamError | None
     reason: str
+    opening: Opening | None = None
 
 
-Action = Send | StartTLS | ResetParser | FetchCredentials | CheckPlain | AuthFailed | Authenticated | \
-    BindResource | PreAuthStanza | Close
+Action = Open | Send | StartTLS | ResetParser | FetchCredentials | CheckPlain | AuthFailed | Authenticated | \
+    BindResource | PreAuthStanza | StreamElement | Close
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +215,7 @@ class C2SNegotiation:
                 return self._on_header(event)
             if isinstance(event, StreamClosed):
                 self.state = State.CLOSED
-                return [Close(STREAM_CLOSE, "closed by peer")]
+                return [Close(None, "closed by peer")]
             return self._on_element(event)
         except StreamError as error:
             return [self.fail(error)]
@@ -195,8 +223,7 @@ class C2SNegotiation:
     def fail(self, error: StreamError) -> Close:
         """Close with a stream error, opening our side of the stream first if need be (§4.9.1.2)."""
         self.state = State.CLOSED
-        prefix = b"" if self._header_sent else self._header()
-        return Close(prefix + error.to_xml() + STREAM_CLOSE, error.condition)
+        return Close(error, error.condition, None if self._header_sent else self._opening())
 
     def _on_header(self, opened: StreamOpened) -> list[Action]:
         if self.state is not State.HEADER:
@@ -225,12 +252,12 @@ class C2SNegotiation:
                 raise StreamError("policy-violation", "encryption is required and not available")
             self.state = State.AUTH
             features = self._auth_features()
-        return [Send(self._header() + b"<stream:features>" + features + b"</stream:features>")]
+        return [Open(self._opening(), features)]
 
-    def _header(self) -> bytes:
+    def _opening(self) -> Opening:
         self._header_sent = True
         self._stream_id = self._stream_id or self._stream_ids()
-        return stream_header(content_ns=CLIENT_NS, from_=self.domain, stream_id=self._stream_id)
+        return Opening(self.domain, self._stream_id)
 
     def _on_element(self, element: etree._Element) -> list[Action]:
         tag = element.tag
@@ -246,8 +273,11 @@ class C2SNegotiation:
             return self._on_auth_stage(element, tag)
         if state is State.SASL:
             return self._on_sasl_step(element, tag)
-        if state is State.BIND and tag == f"{{{CLIENT_NS}}}iq":
-            return self._on_bind(element)
+        if state is State.BIND:
+            if tag == f"{{{CLIENT_NS}}}iq":
+                return self._on_bind(element)
+            if tag not in (f"{{{CLIENT_NS}}}message", f"{{{CLIENT_NS}}}presence"):
+                return [StreamElement(element)]
         if tag in (f"{{{CLIENT_NS}}}iq", f"{{{CLIENT_NS}}}message", f"{{{CLIENT_NS}}}presence"):
             raise StreamError("not-authorized", "bind a resource before sending stanzas")
         raise StreamError("unsupported-stanza-type", f"unexpected {etree.QName(element).localname}")
@@ -439,6 +469,11 @@ class C2SNegotiation:
             "</bind></iq>"
         )
         return [Send(result.encode())]
+
+    def resumed(self, jid: JID) -> None:
+        """A module took over the stream for an existing session (XEP-0198 resumption)."""
+        self.state = State.BOUND
+        self.jid = jid
 
     def bind_refused(self, iq_id: str, condition: str) -> list[Action]:
         self.state = State.BIND

@@ -13,10 +13,12 @@ will have to invalidate entries it changes elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections import defaultdict
 
 from storage import RosterItem, RosterStore
-from xmppd.jid import parse_jid
+from xmppd.jid import JID, parse_jid
 from xmppd.sessions import SessionRegistry
 
 Key = tuple[str, str]  # (host, username)
@@ -30,6 +32,16 @@ class CachedRosters:
         self.sessions = sessions
         self._rosters: dict[Key, tuple[int, dict[str, RosterItem]]] = {}
         self._generation: defaultdict[Key, int] = defaultdict(int)
+        self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, user: JID) -> asyncio.Lock:
+        """The lock that serialises read-modify-write changes of `user`'s roster (concurrent
+        senders would otherwise lose each other's updates between the read and the write); held
+        only around that, never while routing, so a reply coming back cannot deadlock."""
+        lock = self._locks.get(user)
+        if lock is None:
+            lock = self._locks[user] = asyncio.Lock()
+        return lock
 
     async def items(self, host: str, username: str) -> tuple[int, list[RosterItem]]:
         key = (host, username)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -33,20 +33,55 @@ from xmppd.stanza import CLIENT_NS, IQ_TYPES, Stanza
 
 if TYPE_CHECKING:
     from xmppd.host import Host
+    from xmppd.jid import JID
     from xmppd.server import Server
     from xmppd.session import Session
+    from xmppd.sessions import SessionRegistry
 
 log = logging.getLogger("xmppd.router")
 
 
+def delivery_targets(sessions: SessionRegistry, stanza: Stanza) -> list[Session]:
+    """RFC 6121 §8.5.2-§8.5.3: the local resources that get a message to a local account (empty:
+    nobody, and default delivery decides between an error, offline storage or silence)."""
+    to = stanza.to
+    assert to is not None
+    kind = stanza.type or "normal"
+    if to.resource is not None:
+        session = sessions.get(to)
+        if session is not None:
+            return [session]  # §8.5.3.1
+        if kind in ("groupchat", "error"):
+            return []  # §8.5.3.2.1: not rerouted to the account
+    if kind in ("error", "groupchat"):
+        return []  # §8.5.2.1.1: ignored, or refused
+    bare = to.bare
+    if kind == "headline":
+        # §8.5.2.1.1: every available resource with non-negative priority, or nobody.
+        return [session for session in sessions.available(bare) if session.priority >= 0]
+    return sessions.top_resources(bare)
+
+
 @dataclass(slots=True)
 class StanzaEvent:
-    """What a stanza hook handler gets."""
+    """What a stanza hook handler gets.
+
+    `origin` is the local client session the stanza came from, or None for a stanza the server
+    made itself (`mod.send` without `as_session`: presence broadcasts, bounces, answers)."""
 
     stanza: Stanza
-    origin: Session | None  # the local client session it came from; None for server-made stanzas
+    origin: Session | None
     host: Host  # the host whose hook is firing
     router: Router
+    _recipients: list[Session] | None = None
+
+    @property
+    def recipients(self) -> list[Session]:
+        """For a message to a local account: the resources that get it (`delivery_targets`),
+        decided once per message and shared by carbons, offline storage and default delivery."""
+        if self._recipients is None:
+            self._recipients = delivery_targets(self.router.server.sessions, self.stanza)
+        return self._recipients
 
     def respond(self, stanza: Stanza) -> None:
         """Send an answer (iq result, error) back to the stanza's sender."""
@@ -64,7 +99,8 @@ class StanzaEvent:
 class Router:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self._background: set[asyncio.Task[Any]] = set()
+        # iqs the server sent (`mod.send_iq`) by id: who must answer, and who waits for it.
+        self._awaiting: dict[str, tuple[JID, asyncio.Future[Stanza]]] = {}
 
     # -- ingress ------------------------------------------------------------------------
     async def process(self, origin: Session, element: etree._Element) -> None:
@@ -129,6 +165,8 @@ class Router:
             # No server-to-server yet: other domains are unreachable (RFC 6120 §8.3.3.15).
             self.bounce(stanza, StanzaError("remote-server-not-found", f"{domain} is not served here"), origin)
             return
+        if stanza.kind == "iq" and stanza.type in ("result", "error") and self._answers(stanza):
+            return
         target = self._target(stanza, origin)
         event = StanzaEvent(stanza, origin, host, self)
         hooks = host.hooks
@@ -148,9 +186,36 @@ class Router:
 
     def deliver_soon(self, stanza: Stanza) -> None:
         """Deliver from synchronous code (a hook answering a stanza from no local session)."""
-        task = asyncio.get_running_loop().create_task(self.deliver(stanza, None))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.server.background.spawn(self.deliver(stanza, None))
+
+    # -- iqs the server sends ------------------------------------------------------------
+    async def request(self, stanza: Stanza, patience: float) -> Stanza:
+        """Send an iq get/set and wait for its answer: the result, or StanzaError for an error
+        answer (and remote-server-timeout when none comes within `patience` seconds)."""
+        assert stanza.kind == "iq" and stanza.id is not None and stanza.to is not None
+        future: asyncio.Future[Stanza] = asyncio.get_running_loop().create_future()
+        self._awaiting[stanza.id] = (stanza.to, future)
+        try:
+            await self.deliver(stanza, None)
+            async with asyncio.timeout(patience):
+                answer = await future
+        except TimeoutError:
+            raise StanzaError("remote-server-timeout", f"{stanza.to} did not answer") from None
+        finally:
+            self._awaiting.pop(stanza.id, None)
+        if answer.type == "error":
+            raise StanzaError.from_reply(answer.element)
+        return answer
+
+    def _answers(self, stanza: Stanza) -> bool:
+        """Whether an iq result/error answers one of ours: only from whom it was asked of
+        (RFC 6120 §8.2.3: an id is matched together with the address)."""
+        waiting = self._awaiting.get(stanza.id or "")
+        if waiting is None or stanza.from_ != waiting[0]:
+            return False
+        if not waiting[1].done():
+            waiting[1].set_result(stanza)
+        return True
 
     @staticmethod
     def _target(stanza: Stanza, origin: Session | None) -> str:

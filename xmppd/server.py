@@ -9,67 +9,71 @@ import logging
 import os
 import secrets
 import signal
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
 import storage as storage_api
+from xmppd import events
 from xmppd.config import Config
 from xmppd.errors import StreamError
-from xmppd.host import Host
+from xmppd.events import PreAuthEvent, SessionEvent
+from xmppd.host import Host, Item
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, load_module
 from xmppd.negotiation import Policy
 from xmppd.rostercache import CachedRosters
 from xmppd.router import Router
-from xmppd.session import Output, Session
-from xmppd.sessions import SessionRegistry
+from xmppd.session import Session, Sink
+from xmppd.sessions import LocalSessions, SessionRegistry
+from xmppd.tasks import Background
 from xmppd.throttle import AuthThrottle
-from xmppd.tls import TLSContexts
-from xmppd.xml import STREAM_CLOSE
+from xmppd.tls import TLSContexts, limit_tls_read_buffers
 
 if TYPE_CHECKING:
     from storage import Storage
-    from xmppd.net import Connection
+    from xmppd.stream import C2SStream, StreamHandle
 
 log = logging.getLogger("xmppd")
+# How long a stopping server waits for streams to close before it cuts them.
+STOP_GRACE = 5.0
 
 
-@dataclass(slots=True)
-class SessionEvent:
-    """What `session-bound` and `session-ended` handlers get."""
-
-    session: Session
-    reason: str = ""
-
-
-@dataclass(slots=True)
-class PreAuthEvent:
-    """An iq before authentication (XEP-0077 registration): `reply` sends on that stream."""
-
-    host: Host
-    element: etree._Element
-    output: Output
-    address: str
-
-    def reply(self, element: etree._Element) -> None:
-        self.output.write(etree.tostring(element))
+def make_hosts(config: Config) -> dict[str, Host]:
+    """The user hosts with the core and optional modules, then the component hosts with theirs,
+    each listed in the disco#items of the user host it belongs to."""
+    hosts = {name: Host(name, "user", config.user_host_modules) for name in config.hosts}
+    for component in config.components:
+        hosts[component.domain] = Host(component.domain, "component", config.component_modules(component))
+        hosts[component.parent].items.append(Item(component.domain))
+    return hosts
 
 
 class Server:
-    def __init__(self, config: Config, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage | None = None,
+        *,
+        sessions: SessionRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self._given_storage = storage
-        self.hosts: dict[str, Host] = {name: Host(name) for name in config.hosts}
-        self.sessions = SessionRegistry()
+        self.hosts = make_hosts(config)
+        self.sessions: SessionRegistry = sessions if sessions is not None else LocalSessions()
+        # Seconds since the epoch: what modules stamp and expire by (tests pass their own).
+        self.clock = clock
+        self.background = Background()
         if storage is not None:
             self._use_storage(storage)
         self.router = Router(self)
         self.throttle = AuthThrottle(config.auth.max_failure_delay)
         self.negotiation_policy = Policy(
-            served=self.hosts.__contains__,
+            served=lambda domain: domain in self.hosts and self.hosts[domain].kind == "user",
             tls_available=True,
             require_encryption=config.c2s.require_encryption,
             mechanisms=config.auth.mechanisms,
@@ -81,7 +85,7 @@ class Server:
         self.listeners: list[asyncio.Server] = []
         self.ports: dict[str, int] = {}
         self._connections: dict[str, int] = {}
-        self.connections: set[Connection] = set()
+        self.streams: set[C2SStream] = set()
         # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
         self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
@@ -91,6 +95,7 @@ class Server:
         if self._given_storage is None:
             self._use_storage(await open_configured_storage(self.config))
         await prepare_schema(self.storage)
+        limit_tls_read_buffers()
         self.tls = TLSContexts(self.config)
         for host in self.hosts.values():
             await self.load_modules(host)
@@ -104,7 +109,7 @@ class Server:
         storage.rosters = self.rosters
 
     async def load_modules(self, host: Host) -> None:
-        for name in self.config.all_modules:
+        for name in host.module_names:
             api = ModuleAPI(name, host, self, self.config.options_for(name))
             result = load_module(name).setup(api)
             if inspect.isawaitable(result):
@@ -127,23 +132,27 @@ class Server:
         return ", ".join(f"{name} port {port}" for name, port in self.ports.items())
 
     async def stop(self) -> None:
-        """Close every stream with system-shutdown (RFC 6120 §4.9.3.17), then the listeners."""
+        """Close every stream with system-shutdown (RFC 6120 §4.9.3.17), end the sessions, let
+        the work in flight finish, unload the modules, then close the storage."""
         for listener in self.listeners:
             listener.close()
         shutdown = StreamError("system-shutdown", "the server is stopping")
-        for connection in list(self.connections):
-            connection.shutdown(shutdown)
-        tasks = [c.task for c in self.connections if c.task is not None]
+        for stream in list(self.streams):
+            stream.shutdown(shutdown)
+        tasks = [stream.task for stream in self.streams if stream.task is not None]
         if tasks:
-            # Closing the transports ends each connection's read loop; give them a moment.
-            _done, pending = await asyncio.wait(tasks, timeout=5)
+            # Closing the transports ends each stream's read loop; a dead peer is not waited for.
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
             for task in pending:
                 task.cancel()
         for session in self.sessions.all():
             await self.session_ended(session, "server shutdown")
+        if not await self.background.drain(patience=STOP_GRACE):
+            log.warning("stopping with %d background tasks unfinished", len(self.background))
         for host in self.hosts.values():
             for module in host.modules.values():
                 module.unload()
+        await self.background.cancel()
         self.storage.rosters = self.rosters.store
         if self._given_storage is None:
             await self.storage.close()
@@ -188,19 +197,31 @@ class Server:
         return [etree.tostring(feature) for feature in features if feature is not None]
 
     # -- sessions -----------------------------------------------------------------------------
-    async def bind(self, jid: JID, output: Output, address: str) -> Session:
+    async def bind(self, jid: JID, transport: Sink | None, address: str) -> Session:
         """Bind a resource; a session on the same full JID is replaced (RFC 6120 §7.7.2.2)."""
         host = self.hosts[jid.domain]
         if jid.resource is None:
             jid = jid.with_resource(self.sessions.free_resource(jid))
-        session = Session(host, jid, output, address)
+        session = Session(host, jid, transport, address)
         replaced = self.sessions.bind(session)
         if replaced is not None:
-            replaced.close(StreamError("conflict", "replaced by a new session").to_xml() + STREAM_CLOSE)
+            replaced.close(StreamError("conflict", "replaced by a new session"))
             await self._ended(replaced, "replaced by a new session")
         log.info("bound %s from %s", jid, address)
-        await host.hooks.fire("session-bound", SessionEvent(session))
+        await host.hooks.fire(events.SESSION_BOUND, SessionEvent(session))
         return session
+
+    async def transport_gone(self, session: Session, reason: str, *, resumable: bool) -> None:
+        """The stream of a bound session ended. A lost connection (`resumable`) may be claimed
+        by a module through `session-detached` (stream management keeps the session for a
+        resumption); otherwise, or unclaimed, the session ends."""
+        if self.sessions.get(session.jid) is not session:
+            return  # replaced or ended already
+        if resumable and await session.host.hooks.fire(events.SESSION_DETACHED, SessionEvent(session, reason)):
+            session.detach()
+            log.info("detached %s: %s", session.jid, reason)
+            return
+        await self.session_ended(session, reason)
 
     async def session_ended(self, session: Session, reason: str) -> None:
         if self.sessions.unbind(session):
@@ -211,7 +232,7 @@ class Server:
             return
         session.closed = True
         log.info("disconnected %s: %s", session.jid, reason)
-        await session.host.hooks.fire("session-ended", SessionEvent(session, reason))
+        await session.host.hooks.fire(events.SESSION_ENDED, SessionEvent(session, reason))
         if not self.sessions.resources(session.bare):
             assert session.bare.local is not None
             self.rosters.forget(session.bare.domain, session.bare.local)
@@ -221,13 +242,15 @@ class Server:
         without asking the database."""
         if self.sessions.resources(account):
             return True
-        assert account.local is not None
+        host = self.hosts.get(account.domain)
+        if host is None or host.kind != "user" or account.local is None:
+            return False
         return await self.storage.accounts.exists(account.domain, account.local)
 
-    async def pre_auth_stanza(self, domain: str, element: etree._Element, output: Output, address: str) -> None:
+    async def pre_auth_stanza(self, domain: str, element: etree._Element, stream: StreamHandle) -> None:
         host = self.hosts[domain]
-        event = PreAuthEvent(host, element, output, address)
-        if not await host.hooks.fire("pre-auth-iq", event):
+        event = PreAuthEvent(host, element, stream, stream.address)
+        if not await host.hooks.fire(events.PRE_AUTH_IQ, event):
             raise StreamError("not-authorized", "authenticate before sending stanzas")
 
 

@@ -1,28 +1,66 @@
 """A bound client resource (RFC 6120 §7) as the rest of the server sees it.
 
-`send()` is synchronous: it serialises once and hands the bytes to the connection's output,
-which coalesces writes and protects senders from slow readers. Modules keep their per-session
-state in `state`, keyed by module name, so the core needs no field per feature.
+Output. `send()` is synchronous: it serialises a stanza once and hands the element and its bytes
+to `session.output`, one stanza per call. The innermost output is the session's `Link` to the
+transport it is attached to (a TCP stream, a WebSocket, a cluster link to another node); a module
+wraps the output to count, hold or replay stanzas (stream management, CSI) with `wrap_output`.
+Non-stanza elements (stream management's `<a/>`) go to `session.link.transport` directly, uncounted.
+
+Lifecycle. A session is attached to a transport when bound. When the transport goes away, the
+server fires `session-detached`: a module that claims it keeps the session bound but detached
+(its link drops what is written; the module's wrapper keeps what must survive) until it is
+attached to a new transport (`attach`, a resumed stream) or ended. Unclaimed, the session ends.
+
+Routing state (presence, priority, flags such as "carbons on") is changed only through the
+session registry (sessions.py), which a cluster keeps in a shared table.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from lxml import etree
 
 from xmppd.jid import JID
 
 if TYPE_CHECKING:
+    from xmppd.errors import StreamError
     from xmppd.host import Host
 
 
 class Output(Protocol):
-    """Where a session's bytes go: a socket adapter, a test buffer, a cluster link."""
+    """Where a session's stanzas go: one call per stanza, its element (None when only the bytes
+    exist, e.g. a stored offline message) and its serialisation."""
+
+    def send(self, stanza: etree._Element | None, data: bytes) -> None: ...
+
+    def close(self, error: StreamError | None = None) -> None: ...
+
+
+class Sink(Protocol):
+    """A transport as a session sees it: serialised top-level elements in, a way to close."""
 
     def write(self, data: bytes) -> None: ...
 
-    def close(self, data: bytes = b"") -> None: ...
+    def close(self, error: StreamError | None = None) -> None: ...
+
+
+class Link:
+    """The innermost output: whatever transport the session is attached to, or nothing."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: Sink | None) -> None:
+        self.transport = transport
+
+    def send(self, stanza: etree._Element | None, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self, error: StreamError | None = None) -> None:
+        if self.transport is not None:
+            self.transport.close(error)
 
 
 class Session:
@@ -31,43 +69,68 @@ class Session:
         "bare",
         "closed",
         "directed",
+        "flags",
         "host",
-        "interested",
         "jid",
+        "link",
         "output",
         "presence",
         "priority",
         "state",
     )
 
-    def __init__(self, host: Host, jid: JID, output: Output, address: str = "") -> None:
+    def __init__(self, host: Host, jid: JID, transport: Sink | None, address: str = "") -> None:
         self.host = host
         self.jid = jid
         self.bare = jid.bare
-        self.output = output
         self.address = address
+        self.link = Link(transport)
+        self.output: Output = self.link
         # RFC 6121 §4.2: the last available presence broadcast; None until initial presence.
         self.presence: etree._Element | None = None
         self.priority = 0
-        # RFC 6121 §2.1.6: a resource that asked for the roster gets roster pushes.
-        self.interested = False
+        # Routing flags modules set through the registry: "roster" (RFC 6121 §2.1.6: it asked
+        # for the roster, so it gets pushes), "carbons" (XEP-0280), "blocklist" (XEP-0191 pushes).
+        self.flags: frozenset[str] = frozenset()
         # RFC 6121 §4.6: JIDs this resource sent directed presence to.
         self.directed: set[JID] = set()
-        self.state: dict[str, Any] = {}
+        # Per-session state of modules that no one else reads, keyed by module name.
+        self.state: dict[str, object] = {}
         self.closed = False
 
     @property
     def available(self) -> bool:
         return self.presence is not None
 
+    @property
+    def interested(self) -> bool:
+        """RFC 6121 §2.1.6: it asked for the roster, so it gets roster pushes."""
+        return "roster" in self.flags
+
+    @property
+    def attached(self) -> bool:
+        return self.link.transport is not None
+
     def send(self, stanza: etree._Element) -> None:
-        self.output.write(etree.tostring(stanza))
+        self.output.send(stanza, etree.tostring(stanza))
 
     def send_bytes(self, data: bytes) -> None:
-        self.output.write(data)
+        """A stanza already serialised (a stored offline message)."""
+        self.output.send(None, data)
 
-    def close(self, data: bytes = b"") -> None:
-        self.output.close(data)
+    def close(self, error: StreamError | None = None) -> None:
+        """Close the stream the session is attached to (with a stream error)."""
+        self.output.close(error)
+
+    def wrap_output(self, wrap: Callable[[Output], Output]) -> None:
+        """Put a wrapper around the output (stream management counts, CSI holds)."""
+        self.output = wrap(self.output)
+
+    def attach(self, transport: Sink) -> None:
+        self.link.transport = transport
+
+    def detach(self) -> None:
+        self.link.transport = None
 
     def __repr__(self) -> str:
         return f"<Session {self.jid}>"

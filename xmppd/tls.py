@@ -3,6 +3,8 @@ self-signed fallback generated on first start (RFC 7590 recommendations; XEP-036
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import datetime
 import ipaddress
 import logging
@@ -20,6 +22,21 @@ from xmppd.config import Config
 
 log = logging.getLogger("xmppd.tls")
 ALPN_C2S = "xmpp-client"
+# A TLS record is at most 16 KiB plus overhead (RFC 8446 §5.2): a buffer this size still reads
+# a whole record at a time.
+TLS_READ_BUFFER = 17 * 1024
+
+
+def limit_tls_read_buffers() -> None:
+    """asyncio gives every TLS connection a 256 KiB receive buffer (`SSLProtocol.max_size`),
+    allocated and zeroed up front: with ten thousand idle clients that is 2.5 GB holding nothing.
+    asyncio has no public knob for it, so the class attribute is lowered for the whole process,
+    here and only here, when the server starts; tests/unit/test_tls_buffers.py checks that this
+    Python still has the attribute and that connections get the smaller buffer."""
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", None) is None:
+        log.warning("this Python's asyncio has no SSLProtocol.max_size: TLS buffers stay at its default")
+        return
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def self_signed(data_dir: Path, hosts: tuple[str, ...]) -> tuple[Path, Path]:

@@ -71,7 +71,7 @@ class XmppServer:
         return self.server.ports["c2s_direct_tls"]
 
     async def account(self, jid: str, password: str = PASSWORD) -> str:
-        assert await create_account(self.server.storage, parse_jid(jid), password)
+        assert await create_account(self.server.storage.accounts, parse_jid(jid), password)
         return jid
 
     def client(self, jid: str, password: str = PASSWORD, *, direct_tls: bool = False,

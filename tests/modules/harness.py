@@ -8,13 +8,16 @@
 
 A real `Server` with a real SQLite storage in `tmp_path`: the modules are loaded on every host by
 `Server.load_modules`, exactly as `start()` does, but no listener is opened. Clients are
-sessions bound with `Server.bind` whose output records every stanza written to them; `send`
-feeds a stanza to `Router.process` as the connection task would after binding.
+sessions bound with `Server.bind` whose transport records every stanza written to them; `send`
+feeds a stanza to `Router.process` as the stream driver would after binding, then waits until
+the server's background work (answers sent from synchronous code, module tasks) is done, so a
+test that checks that nothing arrived cannot pass only because it looked too early.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +28,7 @@ from lxml import etree
 import storage as storage_api
 from storage import Storage
 from xmppd.config import load_config
+from xmppd.errors import StreamError
 from xmppd.jid import JID, parse_jid
 from xmppd.module import load_module
 from xmppd.server import Server
@@ -35,18 +39,18 @@ ROSTER_NS = "jabber:iq:roster"
 
 
 class Recorder:
-    """A session Output that keeps what is written, one entry per write."""
+    """A session's transport (session.Sink) that keeps what is written, one entry per write."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.error: StreamError | None = None
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
-    def close(self, data: bytes = b"") -> None:
-        if data:
-            self.writes.append(data)
+    def close(self, error: StreamError | None = None) -> None:
+        self.error = error
         self.closed = True
 
 
@@ -70,6 +74,7 @@ class Client:
 
     async def send(self, xml: str) -> None:
         await self.harness.server.router.process(self.session, parse(xml))
+        await self.harness.settle()
 
     def take(self, match: Callable[[etree._Element], bool] = lambda _e: True) -> list[etree._Element]:
         """The stanzas received since the last take that `match` accepts (all are consumed)."""
@@ -94,6 +99,7 @@ class Harness:
         hosts: tuple[str, ...] = ("localhost",),
         modules: tuple[str, ...] = (),
         options: Mapping[str, Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[Harness]:
         """The core modules, plus `modules` with their declared defaults overridden by `options`."""
         config = dataclasses.replace(load_config(None), hosts=hosts, modules=modules, data_dir=tmp_path)
@@ -108,7 +114,7 @@ class Harness:
         storage = await storage_api.open_storage("sqlite", sqlite_path=str(tmp_path / "xmppd.sqlite3"))
         try:
             await storage.migrate()
-            server = Server(config, storage=storage)
+            server = Server(config, storage=storage, clock=clock)
             for host in server.hosts.values():
                 await server.load_modules(host)
             try:
@@ -119,6 +125,10 @@ class Harness:
                         module.unload()
         finally:
             await storage.close()
+
+    async def settle(self) -> None:
+        """Wait until the server's background work is done (it may start more as it goes)."""
+        assert await self.server.background.drain(patience=10)
 
     async def account(self, jid: str) -> JID:
         account = parse_jid(jid)

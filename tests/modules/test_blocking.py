@@ -309,13 +309,14 @@ async def test_directed_presence_recipients_see_the_user_go(h: Harness) -> None:
 
 async def test_checks_read_the_database_once_per_account(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[tuple[Any, ...]] = []
-    kv_get = h.storage.kv.get
+    kv_type = type(h.storage.kv)
+    kv_get = kv_type.get
 
-    async def counting_get(*args: Any) -> Any:
+    async def counting_get(self: Any, *args: Any) -> Any:
         reads.append(args)
-        return await kv_get(*args)
+        return await kv_get(self, *args)
 
-    monkeypatch.setattr(h.storage.kv, "get", counting_get)
+    monkeypatch.setattr(kv_type, "get", counting_get)
     alice = await online(h, f"{ALICE}/phone")
     bob = await online(h, f"{BOB}/desk")
     for n in range(10):

@@ -26,13 +26,13 @@ LIMIT = 8
 
 
 @pytest.fixture
-async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
-    monkeypatch.setattr(offline_module, "utc_now", lambda: NOW)
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     async with Harness.start(
         tmp_path,
         hosts=("localhost", "example.test"),
         modules=("offline", "carbons", "blocking"),
         options={"offline": {"max_messages": LIMIT}},
+        clock=NOW.timestamp,
     ) as harness:
         for account in (ALICE, BOB):
             await harness.account(account)

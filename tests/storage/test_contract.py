@@ -406,17 +406,20 @@ async def test_kv_values_come_back_as_json(storage: Storage) -> None:
     assert list(got) == ["z", "a", "m"] and list(got["m"]) == ["y", "b"]
 
 
+# What JSON (or the database's text) cannot hold, and the error it is refused with.
+REFUSED: list[tuple[Any, type[Exception]]] = [
+    (math.nan, ValueError),
+    ({"x": [math.inf]}, ValueError),
+    ("lone surrogate \ud800", ValueError),
+    ({"\udfff": 1}, ValueError),
+    ({1, 2}, TypeError),
+    (b"bytes", TypeError),
+]
+
+
 async def test_kv_refuses_what_json_cannot_hold(storage: Storage) -> None:
     # The same refusals on every backend, before anything is written.
-    refused: list[tuple[Any, type[Exception]]] = [
-        (math.nan, ValueError),
-        ({"x": [math.inf]}, ValueError),
-        ("lone surrogate \ud800", ValueError),
-        ({"\udfff": 1}, ValueError),
-        ({1, 2}, TypeError),
-        (b"bytes", TypeError),
-    ]
-    for value, error in refused:
+    for value, error in REFUSED:
         with pytest.raises(error):
             await storage.kv.set(HOST, "alice", "s", "k", value)
     assert await storage.kv.all(HOST, "alice", "s") == {}

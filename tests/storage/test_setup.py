@@ -12,7 +12,7 @@ import pytest
 from storage import LATEST_SCHEMA, SchemaError, StorageError, open_storage
 from storage.postgres import quote_identifier
 from storage.schema import ENGINES, Migration, check_sequence, load_migrations, schema_problem
-from storage.sqlite import SqliteStorage, _split_script
+from storage.sqlite import SqliteStorage, split_script
 from tests.conftest import PG_DSN, require_postgres
 
 
@@ -50,10 +50,10 @@ def test_split_script_keeps_trigger_bodies_whole() -> None:
         "-- header\nCREATE TABLE t (x INTEGER);\n"
         "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  UPDATE t SET x = 1;\n  SELECT 1;\nEND;\n-- trailer\n"
     )
-    statements = _split_script(script)
+    statements = split_script(script)
     assert len(statements) == 2 and statements[1].endswith("END;")
     with pytest.raises(StorageError, match="incomplete"):
-        _split_script("CREATE TABLE t (x INTEGER)\n")
+        split_script("CREATE TABLE t (x INTEGER)\n")
 
 
 async def test_open_storage_arguments() -> None:

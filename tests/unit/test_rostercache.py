@@ -8,7 +8,7 @@ from storage import RosterItem
 from xmppd.jid import parse_jid
 from xmppd.rostercache import CachedRosters
 from xmppd.session import Session
-from xmppd.sessions import SessionRegistry
+from xmppd.sessions import LocalSessions, SessionRegistry
 
 
 class FakeRosterStore:
@@ -57,7 +57,7 @@ def online(sessions: SessionRegistry, jid: str) -> None:
 
 
 async def test_online_roster_is_read_once_and_written_through() -> None:
-    store, sessions = FakeRosterStore(), SessionRegistry()
+    store, sessions = FakeRosterStore(), LocalSessions()
     await store.put("localhost", "alice", RosterItem("bob@localhost"))
     cache = CachedRosters(store, sessions)
     online(sessions, "alice@localhost/phone")
@@ -74,7 +74,7 @@ async def test_online_roster_is_read_once_and_written_through() -> None:
 
 
 async def test_offline_accounts_are_not_cached() -> None:
-    store, sessions = FakeRosterStore(), SessionRegistry()
+    store, sessions = FakeRosterStore(), LocalSessions()
     cache = CachedRosters(store, sessions)
     await cache.items("localhost", "alice")
     await cache.items("localhost", "alice")
@@ -82,7 +82,7 @@ async def test_offline_accounts_are_not_cached() -> None:
 
 
 async def test_a_read_that_raced_a_write_is_not_kept() -> None:
-    store, sessions = FakeRosterStore(), SessionRegistry()
+    store, sessions = FakeRosterStore(), LocalSessions()
     online(sessions, "alice@localhost/phone")
     cache = CachedRosters(store, sessions)
     store.gate = asyncio.Event()
@@ -96,7 +96,7 @@ async def test_a_read_that_raced_a_write_is_not_kept() -> None:
 
 
 async def test_forget_drops_the_copy() -> None:
-    store, sessions = FakeRosterStore(), SessionRegistry()
+    store, sessions = FakeRosterStore(), LocalSessions()
     online(sessions, "alice@localhost/phone")
     cache = CachedRosters(store, sessions)
     await cache.items("localhost", "alice")

@@ -1,6 +1,6 @@
 """XEP-0191: Blocking Command.
 
-The list. A user's blocked JIDs live in `storage.kv` (store "blocking", key "list": the JIDs in
+The list. A user's blocked JIDs live in a key-value store ("blocking", key "list": the JIDs in
 the order they were blocked) and in memory: `Blocklists` loads an account's list once and keeps
 it, updated on every change, for the accounts in use (least recently used ones are dropped past
 `cache_size`), so checking a stanza costs no database round trip. Retrieving the list (§3.2)
@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from storage.shapes import KEY_VALUE
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
@@ -46,14 +47,14 @@ from xmppd.modules.roster import addressed, send_available_presence
 from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
-    from storage import Storage
+    from storage.shapes import KeyValue
 
 PROTOCOLS = [("XEP-0191", "1.3")]
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
 KV_STORE = "blocking"
 KV_KEY = "list"
-STATE = "blocking"  # session.state key: True once the resource retrieved the blocklist
+FLAG = "blocklist"  # session flag (set through the registry) once the resource retrieved the list
 PRIORITY = 100
 OPTIONS = {
     "max_items": Option(1000, "JIDs one account may block; more are refused with policy-violation", minimum=1),
@@ -88,8 +89,8 @@ EMPTY = Blocklist()
 class Blocklists:
     """The blocklists of a server's accounts, loaded once each and kept current (see above)."""
 
-    def __init__(self, storage: Storage, capacity: int) -> None:
-        self._kv = storage.kv
+    def __init__(self, store: KeyValue, capacity: int) -> None:
+        self._kv = store
         self._lists: OrderedDict[JID, Blocklist] = OrderedDict()
         self.capacity = capacity
         # Changes are rare: one lock for the whole server keeps read-modify-write simple.
@@ -101,7 +102,7 @@ class Blocklists:
             self._lists.move_to_end(account)
             return cached
         assert account.local is not None
-        stored = await self._kv.get(account.domain, account.local, KV_STORE, KV_KEY)
+        stored = await self._kv.get(account.domain, account.local, KV_KEY)
         loaded = Blocklist(tuple(stored)) if stored else EMPTY
         # A change that landed while we read is newer than what we read: keep it.
         current = self._lists.setdefault(account, loaded)
@@ -112,7 +113,7 @@ class Blocklists:
         """Store a changed list; `remember` it afterwards (the cache never holds what the
         database lacks)."""
         assert account.local is not None
-        await self._kv.set(account.domain, account.local, KV_STORE, KV_KEY, list(blocklist.items) or None)
+        await self._kv.set(account.domain, account.local, KV_KEY, list(blocklist.items) or None)
 
     def remember(self, account: JID, blocklist: Blocklist) -> None:
         self._lists[account] = blocklist
@@ -127,7 +128,7 @@ class Blocklists:
 def blocklists(mod: ModuleAPI) -> Blocklists:
     """One cache per server, shared by its hosts: a stanza's sender and recipient may live on
     different hosts and both lists matter."""
-    return mod.shared("lists", lambda: Blocklists(mod.server.storage, mod.options["cache_size"]))
+    return mod.shared("lists", lambda: Blocklists(mod.open_store(KV_STORE, KEY_VALUE), mod.options["cache_size"]))
 
 
 def exempt(account: JID, other: JID) -> bool:
@@ -165,8 +166,7 @@ def setup(mod: ModuleAPI) -> None:
 class Blocking:
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
-        self.server = mod.server
-        self.sessions = mod.server.sessions
+        self.sessions = mod.sessions
         self.lists = blocklists(mod)
         self.max_items: int = mod.options["max_items"]
 
@@ -200,7 +200,7 @@ class Blocking:
         if (
             stanza.type in (None, "unavailable", "probe")
             and to is not None
-            and not self.server.sessions.available(to.bare)
+            and not self.sessions.available(to.bare)
         ):
             # Availability and probes for an account with no available resource go nowhere
             # (RFC 6121 §4.2.2, §4.3.2): no list to load for them. Subscription requests are
@@ -211,7 +211,7 @@ class Blocking:
         sender, to = stanza.from_, stanza.to
         if ev.origin is not None or sender is None or to is None or sender.local is None:
             return False  # a client's own stanzas were checked on the way out
-        if exempt(sender.bare, to) or sender.domain not in self.server.hosts:
+        if exempt(sender.bare, to) or not self.mod.is_user_host(sender.domain):
             return False
         # Presence the server sends for a local user (broadcast, probe): the user's own list.
         return (await self.lists.get(sender.bare)).blocks(to)
@@ -231,7 +231,7 @@ class Blocking:
         session = ev.origin
         if session is None:
             return ev.error("forbidden")
-        session.state[STATE] = True  # from now on it gets pushes (§3.3)
+        self.sessions.set_flag(session, FLAG)  # from now on it gets pushes (§3.3)
         blocklist = await self.lists.get(session.bare)
         reply = ev.stanza.reply()
         container = element(f"{{{NS}}}blocklist", parent=reply.element)
@@ -310,7 +310,7 @@ class Blocking:
     def _push(self, user: JID, command: str, jids: Iterable[JID]) -> None:
         """§3.3-§3.5: the change, to every resource that retrieved the list."""
         for session in self.sessions.resources(user):
-            if not session.state.get(STATE):
+            if FLAG not in session.flags:
                 continue
             iq = Stanza.build("iq", to=session.jid, from_=user, type_="set", id_="push-" + secrets.token_hex(6))
             container = element(f"{{{NS}}}{command}", parent=iq.element)
@@ -326,7 +326,7 @@ class Blocking:
             return
         matcher = Blocklist(tuple(str(jid) for jid in jids))
         assert user.local is not None
-        _version, roster = await self.server.storage.rosters.items(user.domain, user.local)
+        _version, roster = await self.mod.rosters.items(user.domain, user.local)
         targets: dict[JID, None] = {}
         for item in roster:
             if item.subscription in ("from", "both"):

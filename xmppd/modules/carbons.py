@@ -7,8 +7,9 @@ the full JID of the resource that gets them (§7, §8):
 - sent (on the sender's host, `pre-message/bare|full`): to every other carbons-enabled resource
   of the sender, whether or not the sending one has carbons on;
 - received (on the recipient's host, `message/bare|full`): to every carbons-enabled resource of
-  the recipient that does not get the original under RFC 6121 — `delivery_targets` of
-  message.py says which do, so this module never second-guesses default delivery.
+  the recipient that does not get the original under RFC 6121 — the event's `recipients` (the
+  delivery decision, made once) says which do, so this module never second-guesses default
+  delivery.
 
 Both run at priority 10: after blocking (100), which may stop a message, and after the archive
 (50), so that copies carry the stanza-id it stamps; before default delivery (-1).
@@ -31,7 +32,6 @@ from lxml import etree
 from xmppd.elements import element
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, Stanza, StanzaEvent
-from xmppd.modules.message import delivery_targets
 from xmppd.session import Session
 from xmppd.stanza import CLIENT_NS
 
@@ -50,7 +50,7 @@ CONFERENCE_NS = "jabber:x:conference"  # XEP-0249 direct invitations
 # Payloads "typically used in IM" (§6.1): receipts, chat states, chat markers.
 IM_PAYLOAD_NS = ("urn:xmpp:receipts", "http://jabber.org/protocol/chatstates", "urn:xmpp:chat-markers:0")
 PRIORITY = 10
-STATE = "carbons"  # session.state key: True while the resource has carbons on
+FLAG = "carbons"  # session flag (set through the registry) while the resource has carbons on
 
 
 def eligible(stanza: Stanza, *, received: bool) -> bool:
@@ -110,7 +110,7 @@ def setup(mod: ModuleAPI) -> None:
 
 class Carbons:
     def __init__(self, mod: ModuleAPI) -> None:
-        self.sessions = mod.server.sessions
+        self.sessions = mod.sessions
 
     # -- §4, §5 ----------------------------------------------------------------------------------
 
@@ -120,15 +120,11 @@ class Carbons:
     def disable(self, ev: StanzaEvent) -> bool:
         return self._switch(ev, on=False)
 
-    @staticmethod
-    def _switch(ev: StanzaEvent, *, on: bool) -> bool:
+    def _switch(self, ev: StanzaEvent, *, on: bool) -> bool:
         session = ev.origin
         if session is None:
             return ev.error("not-allowed", "carbons are for this server's own clients")
-        if on:
-            session.state[STATE] = True
-        else:
-            session.state.pop(STATE, None)
+        self.sessions.set_flag(session, FLAG, on)
         ev.respond(ev.stanza.reply())
         return True
 
@@ -152,10 +148,10 @@ class Carbons:
         enabled = self._enabled(account)
         if not enabled or not eligible(stanza, received=True):
             return
-        targets = delivery_targets(self.sessions, stanza)
+        targets = ev.recipients
         for session in enabled:
             if session not in targets:
                 session.send(wrap("received", stanza, account, session.jid))
 
     def _enabled(self, account: JID) -> list[Session]:
-        return [session for session in self.sessions.resources(account) if session.state.get(STATE)]
+        return [session for session in self.sessions.resources(account) if FLAG in session.flags]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from lxml import etree
 
@@ -22,7 +22,11 @@ CAPS_NODE = "https://xmppd.dev/caps"
 
 
 def setup(mod: ModuleAPI) -> None:
-    mod.add_identity("server", "im", "xmppd")
+    """On a user host: the server's identity, its items and what it answers for accounts. On a
+    component host: info and items of the service, whose modules add its identity and features."""
+    if mod.host.kind == "user":
+        mod.add_identity("server", "im", "xmppd")
+        mod.on_iq("get", INFO_NS, "query", account_info(mod), targets=("self", "bare"))
     mod.add_feature(INFO_NS)
     mod.add_feature(ITEMS_NS)
 
@@ -41,11 +45,23 @@ def setup(mod: ModuleAPI) -> None:
         if query.get("node") is not None:
             return ev.error("item-not-found")
         reply = ev.stanza.reply()
-        element(f"{{{ITEMS_NS}}}query", parent=reply.element)
+        query = element(f"{{{ITEMS_NS}}}query", parent=reply.element)
+        for item in ev.host.items:
+            attrib = {"jid": item.jid}
+            if item.name:
+                attrib["name"] = item.name
+            if item.node:
+                attrib["node"] = item.node
+            element(f"{{{ITEMS_NS}}}item", attrib, parent=query)
         ev.respond(reply)
         return True
 
-    async def account_info(ev: StanzaEvent) -> bool:
+    mod.on_iq("get", INFO_NS, "query", host_info)
+    mod.on_iq("get", ITEMS_NS, "query", host_items)
+
+
+def account_info(mod: ModuleAPI) -> Callable[[StanzaEvent], Awaitable[bool]]:
+    async def answer(ev: StanzaEvent) -> bool:
         # XEP-0030 §3.1 / RFC 6121: the server answers for an account; a contact that is not
         # subscribed learns nothing more than that the account exists.
         stanza = ev.stanza
@@ -54,15 +70,12 @@ def setup(mod: ModuleAPI) -> None:
         payload = stanza.payload()
         if payload is not None and payload.get("node") is not None:
             return ev.error("item-not-found")
-        if not await mod.server.account_exists(account):
+        if not await mod.account_exists(account):
             return ev.error("service-unavailable")
-        identities = [Identity("account", "registered")]
-        ev.respond(info_reply(ev, identities, ev.host.account_features, [], None))
+        ev.respond(info_reply(ev, ev.host.account_identities, ev.host.account_features, [], None))
         return True
 
-    mod.on_iq("get", INFO_NS, "query", host_info)
-    mod.on_iq("get", ITEMS_NS, "query", host_items)
-    mod.on_iq("get", INFO_NS, "query", account_info, targets=("self", "bare"))
+    return answer
 
 
 def info_reply(

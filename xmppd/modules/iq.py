@@ -14,7 +14,7 @@ DEFAULT = -1
 
 
 def setup(mod: ModuleAPI) -> None:
-    sessions = mod.server.sessions
+    sessions = mod.sessions
 
     def to_full(ev: StanzaEvent) -> bool:
         stanza = ev.stanza

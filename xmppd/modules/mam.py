@@ -51,9 +51,7 @@ import asyncio
 import dataclasses
 import re
 import secrets
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -63,6 +61,7 @@ from lxml import etree
 
 from storage import ArchiveQuery, ArchiveRecord, StorageError
 from storage.archive import ArchiveIds, format_id, parse_id
+from storage.shapes import ARCHIVE, KEY_VALUE
 from xmppd.batching import BatchWriter, WriterStopped
 from xmppd.elements import element
 from xmppd.errors import StanzaError
@@ -106,7 +105,7 @@ OPTIONS = {
 PRIORITY = 50  # after blocking (100), before carbons (10), offline (0) and default delivery (-1)
 MAX_IDS = 1000  # ids in one `ids` field
 _PREFS_CACHE = 10_000  # users whose preferences are kept in memory, per host
-_STORE = "mam"  # storage.kv namespace: key "prefs"
+_STORE = "mam"  # key-value store: key "prefs"
 
 SID_TAG = f"{{{SID_NS}}}stanza-id"
 _BODY = f"{{{CLIENT_NS}}}body"
@@ -148,7 +147,7 @@ def setup(mod: ModuleAPI) -> None:
     for type_, name in (("set", "query"), ("get", "query"), ("get", "metadata"), ("get", "prefs"), ("set", "prefs")):
         mod.on_iq(type_, NS, name, forbidden, targets=("bare",))
     if archive.retention_days:
-        mod.spawn(archive.expire_periodically())
+        mod.spawn(archive.expire_periodically(), forever=True)
 
 
 def archive_for(host: Host) -> Archive:
@@ -219,9 +218,9 @@ class Archive:
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
         self.host = mod.host
-        self.storage = mod.storage
-        self.store = mod.storage.archive
-        self.served = mod.server.hosts
+        self.rosters = mod.rosters
+        self.kv = mod.open_store(_STORE, KEY_VALUE)
+        self.store = mod.open_store("archive", ARCHIVE)
         options = mod.options
         self.default_policy: str = options["default_policy"]
         self.retention_days: int = options["retention_days"]
@@ -233,7 +232,6 @@ class Archive:
             self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"])
         ))
         self.ids = mod.shared("ids", ArchiveIds)
-        self.clock: Callable[[], float] = time.time  # seconds since the epoch; tests replace it
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
 
     # -- archiving ------------------------------------------------------------------------------
@@ -246,7 +244,7 @@ class Archive:
             return None
         if to.bare == from_.bare:
             return None  # a note to self: archived once, as it arrives
-        if to.domain not in self.served:
+        if not self.mod.is_local(to.domain):
             return None  # no server-to-server yet: the router bounces it
         if not archivable(stanza.element):
             return None
@@ -269,7 +267,7 @@ class Archive:
         archive = (
             from_ is not None
             and archivable(stanza.element)
-            and await self.mod.server.account_exists(user)
+            and await self.mod.account_exists(user)
             and await self._wanted(user, from_)
         )
         if not archive and not claimed:
@@ -287,7 +285,7 @@ class Archive:
 
     def _record(self, user: JID, peer: JID, *, outgoing: bool, stanza: str) -> ArchiveRecord:
         assert user.local is not None
-        archive_id = self.ids.next(int(self.clock() * 1000))
+        archive_id = self.ids.next(int(self.mod.time() * 1000))
         return ArchiveRecord(
             user.domain, user.local, archive_id, str(peer.bare), peer.resource or "", outgoing, stanza
         )
@@ -307,7 +305,7 @@ class Archive:
         if decision != "roster":
             return decision == "always"
         assert user.local is not None
-        item = await self.storage.rosters.item(user.domain, user.local, str(peer.bare))
+        item = await self.rosters.item(user.domain, user.local, str(peer.bare))
         return item is not None and item.listed
 
     # -- preferences (XEP-0441) -----------------------------------------------------------------
@@ -318,7 +316,7 @@ class Archive:
         if cached is not None:
             self._prefs.move_to_end(user.local)
             return cached
-        stored = await self.storage.kv.get(user.domain, user.local, _STORE, "prefs")
+        stored = await self.kv.get(user.domain, user.local, "prefs")
         prefs = Prefs(self.default_policy)
         if isinstance(stored, dict) and stored.get("default") in POLICIES:
             prefs = Prefs(stored["default"], tuple(stored.get("always", ())), tuple(stored.get("never", ())))
@@ -343,7 +341,7 @@ class Archive:
             prefs = parse_prefs(ev.stanza.payload())
         except StanzaError as error:
             return ev.error(error.condition, error.text)
-        await self.storage.kv.set(user.domain, user.local, _STORE, "prefs", prefs.to_json())
+        await self.kv.set(user.domain, user.local, "prefs", prefs.to_json())
         self._remember(user.local, prefs)
         ev.respond(_prefs_reply(ev.stanza, prefs))
         return True
@@ -448,8 +446,7 @@ class Archive:
         """Delete this host's messages older than `retention_days` (none when it is 0)."""
         if not self.retention_days:
             return 0
-        now = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock())
-        deleted = await self.store.delete_before(self.host.name, now - timedelta(days=self.retention_days))
+        deleted = await self.store.delete_before(self.host.name, self.mod.now() - timedelta(days=self.retention_days))
         if deleted:
             self.mod.log.info("retention: deleted %d archived messages older than %d days", deleted,
                               self.retention_days)

@@ -39,21 +39,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from lxml import etree
 
+from storage.shapes import QUEUE
+from xmppd import events
 from xmppd.elements import element
+from xmppd.events import AvailableEvent, HandedEvent
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
-from xmppd.modules.message import delivery_targets
 from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
-    from xmppd.modules.presence import AvailableEvent
     from xmppd.session import Session
 
 # Each spec is declared by one module only (the DOAP lists it once): XEP-0334's no-copy is
@@ -94,11 +94,6 @@ _ENVELOPE = frozenset(
 )
 
 
-def utc_now() -> datetime:
-    """The clock the delay stamps read (tests replace it)."""
-    return datetime.now(UTC)
-
-
 def decide(stanza: Stanza) -> Decision:
     """What becomes of a message for an account with no available resource (see the docstring)."""
     kind = stanza.type or "normal"
@@ -135,19 +130,6 @@ def stamped(msg: etree._Element, host: str, now: datetime) -> etree._Element:
 
 
 @dataclass(slots=True)
-class HandedEvent:
-    """What `offline-handed` handlers get: stored messages were written to `session`.
-
-    A handler that returns True takes over their deletion and calls `delete()` when it sees
-    fit (stream management: once the client acknowledged them); otherwise they are deleted at
-    once."""
-
-    session: Session
-    ids: list[int]
-    delete: Callable[[], Awaitable[int]]
-
-
-@dataclass(slots=True)
 class _Flush:
     """A delivery under way to one resource, and the appends to the queue it must wait for."""
 
@@ -159,17 +141,17 @@ class _Flush:
 def setup(mod: ModuleAPI) -> None:
     offline = Offline(mod)
     mod.add_feature(FEATURE)
-    mod.on("message/offline", offline.store)
+    mod.on(events.MESSAGE_OFFLINE, offline.store)
     mod.on("message/bare", offline.keep_order, PRIORITY)
     mod.on("message/full", offline.keep_order, PRIORITY)
-    mod.on("available-presence", offline.available)
+    mod.on(events.AVAILABLE_PRESENCE, offline.available)
 
 
 class Offline:
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
-        self.store_ = mod.server.storage.offline
-        self.sessions = mod.server.sessions
+        self.store_ = mod.open_store("offline", QUEUE)
+        self.sessions = mod.sessions
         self.limit: int = mod.options["max_messages"]
         self.flushing: dict[JID, _Flush] = {}
 
@@ -183,7 +165,7 @@ class Offline:
             return False  # message.py answers service-unavailable
         to = ev.stanza.to
         assert to is not None and to.local is not None
-        text = etree.tostring(stamped(ev.stanza.element, ev.host.name, utc_now()), encoding="unicode")
+        text = etree.tostring(stamped(ev.stanza.element, ev.host.name, self.mod.now()), encoding="unicode")
         if await self.store_.push(to.domain, to.local, text, self.limit) is None:
             # XEP-0160 §2 step 3: the queue is full.
             return ev.error("service-unavailable", "the recipient's offline message queue is full")
@@ -196,7 +178,7 @@ class Offline:
         flush = self.flushing.get(stanza.to.bare)
         if flush is None or decide(stanza) != "store":
             return False
-        if delivery_targets(self.sessions, stanza) != [flush.session]:
+        if ev.recipients != [flush.session]:
             return False
         bare = stanza.to.bare
         assert bare.local is not None
@@ -258,5 +240,5 @@ class Offline:
         async def delete() -> int:
             return await self.store_.delete(host, user, ids)
 
-        if not await self.mod.host.hooks.fire("offline-handed", HandedEvent(session, ids, delete)):
+        if not await self.mod.fire(events.OFFLINE_HANDED, HandedEvent(session, ids, delete)):
             await delete()

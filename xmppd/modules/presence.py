@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from storage.model import RosterItem
+from xmppd import events
 from xmppd.elements import element
+from xmppd.events import AvailableEvent
 from xmppd.jid import JID, parse_jid
 from xmppd.module import ModuleAPI, Stanza, StanzaEvent
 from xmppd.modules.roster import (
@@ -56,7 +58,7 @@ from xmppd.session import Session
 from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
-    from xmppd.server import SessionEvent
+    from xmppd.events import SessionEvent
 
 PROTOCOLS = [("RFC 6121", "§3 subscriptions, §4 presence, Appendix A, §3.4 pre-approval")]
 PRE_APPROVAL_NS = "urn:xmpp:features:pre-approval"
@@ -297,17 +299,6 @@ def inbound(kind: str, item: RosterItem | None, contact: str) -> Outcome:
 # -- the module ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class AvailableEvent:
-    """What `available-presence` handlers get: `session` broadcast available presence, its
-    first since it was unavailable (`initial`) or an update; `session.priority` is the new
-    priority, `previous_priority` the one before (0 when initial)."""
-
-    session: Session
-    initial: bool
-    previous_priority: int
-
-
 def setup(mod: ModuleAPI) -> None:
     handlers = PresenceHandlers(mod)
     mod.add_stream_feature(pre_approval_feature)
@@ -316,7 +307,7 @@ def setup(mod: ModuleAPI) -> None:
     mod.on("pre-presence/full", handlers.outgoing, DEFAULT)
     mod.on("presence/bare", handlers.to_bare, DEFAULT)
     mod.on("presence/full", handlers.to_full, DEFAULT)
-    mod.on("session-ended", handlers.session_ended, DEFAULT)
+    mod.on(events.SESSION_ENDED, handlers.session_ended, DEFAULT)
 
 
 def pre_approval_feature(_session: Session | None) -> etree._Element:
@@ -328,9 +319,8 @@ class PresenceHandlers:
 
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
-        self.server = mod.server
-        self.sessions = mod.server.sessions
-        self.rosters = mod.server.storage.rosters
+        self.sessions = mod.sessions
+        self.rosters = mod.rosters
 
     async def _store(self, user: JID, before: RosterItem | None, outcome: Outcome) -> None:
         if outcome.delete and before is not None:
@@ -353,7 +343,7 @@ class PresenceHandlers:
         # §3.1.2: a full JID is treated as the contact's bare JID; the stanza is stamped with
         # the user's bare JID, since subscriptions are between accounts.
         contact = stanza.to.bare
-        async with roster_lock(self.server, user):
+        async with roster_lock(self.mod, user):
             item = await get_item(mod, user, contact)
             outcome = outbound(stanza.type, item, str(contact))
             await self._store(user, item, outcome)
@@ -382,12 +372,12 @@ class PresenceHandlers:
         mod = self.mod
         user = stanza.to.bare
         contact = stanza.from_.bare
-        if not await self.server.account_exists(user):
+        if not await self.mod.account_exists(user):
             if stanza.type == "subscribe":
                 # §3.1.3: no such account: the request is refused with "unsubscribed".
                 await mod.send(Stanza.build("presence", to=contact, from_=user, type_="unsubscribed"))
             return True  # the other types are silently ignored (§8.5.1)
-        async with roster_lock(self.server, user):
+        async with roster_lock(self.mod, user):
             item = await get_item(mod, user, contact)
             outcome = inbound(stanza.type, item, str(contact))
             await self._store(user, item, outcome)
@@ -468,22 +458,21 @@ class PresenceHandlers:
         initial = session.presence is None
         previous_priority = session.priority
         presence = addressed(stanza.element, session.jid, None).element
-        session.presence = presence
-        session.priority = priority
+        self.sessions.set_presence(session, presence, priority)
         user = session.bare
         items = await self._roster(user)
         await self._broadcast(session, presence, items)
         if initial:
             await self._initial(session, items)
         # What waits for a resource to become available (XEP-0160 offline messages) goes now.
-        await self.mod.host.hooks.fire("available-presence", AvailableEvent(session, initial, previous_priority))
+        await self.mod.fire(events.AVAILABLE_PRESENCE, AvailableEvent(session, initial, previous_priority))
         return True
 
     def _nobody_there(self, contact: JID) -> bool:
         """A contact of this server with no available resource: availability presence for it
         goes nowhere and a probe would be answered with silence (§4.2.2, §4.3.2), so neither
         is routed. A login with a large, mostly offline roster then costs little."""
-        return contact.domain in self.mod.server.hosts and not self.sessions.available(contact)
+        return self.mod.is_user_host(contact.domain) and not self.sessions.available(contact)
 
     async def _initial(self, session: Session, items: list[RosterItem]) -> None:
         user = session.bare
@@ -507,8 +496,7 @@ class PresenceHandlers:
         """§4.5.2 and §4.6.3: the resource goes offline for its contacts and for every entity
         it sent directed presence to."""
         was_available = session.presence is not None
-        session.presence = None
-        session.priority = 0
+        self.sessions.set_presence(session, None)
         reached: set[JID] = set()
         if was_available:
             reached = await self._broadcast(session, presence, await self._roster(session.bare))

@@ -8,11 +8,10 @@ from lxml import etree
 from xmppd.accounts import create_account, set_password
 from xmppd.elements import element
 from xmppd.errors import StanzaError, StreamError
+from xmppd.events import PreAuthEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, StanzaEvent
-from xmppd.server import PreAuthEvent
 from xmppd.stanza import CLIENT_NS
-from xmppd.xml import STREAM_CLOSE
 
 PROTOCOLS = [("XEP-0077", "2.4")]
 NS = "jabber:iq:register"
@@ -36,8 +35,8 @@ def setup(mod: ModuleAPI) -> None:
 class Registration:
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
-        self.storage = mod.server.storage
-        self.iterations = mod.server.config.auth.scram_iterations
+        self.accounts = mod.accounts
+        self.iterations = mod.config.auth.scram_iterations
         self.open = bool(mod.options["allow_registration"])
 
     # -- before login: sign-up (XEP-0077 §3.1) -------------------------------------------
@@ -59,7 +58,7 @@ class Registration:
             return _error(stanza, StanzaError("not-acceptable", "a username and a password are required"))
         try:
             account = parse_jid(f"{username}@{domain}")
-            created = await create_account(self.storage, account, password, self.iterations)
+            created = await create_account(self.accounts, account, password, self.iterations)
         except (InvalidJID, ValueError):
             return _error(stanza, StanzaError("not-acceptable", "this username or password is not allowed"))
         if not created:
@@ -90,7 +89,7 @@ class Registration:
         if not password or (username and username.lower() != account.local):
             return ev.error("bad-request", "give your own username and a new password")
         try:
-            await set_password(self.storage, account, password, self.iterations)
+            await set_password(self.accounts, account, password, self.iterations)
         except ValueError:
             return ev.error("not-acceptable", "this password is not allowed")
         self.mod.log.info("password changed for %s", account)
@@ -100,11 +99,11 @@ class Registration:
     async def _remove(self, ev: StanzaEvent, account: JID) -> bool:
         # XEP-0077 §3.2: answer, then end every stream of the account.
         assert account.local is not None
-        await self.storage.accounts.delete(account.domain, account.local)
+        await self.accounts.delete(account.domain, account.local)
         ev.respond(ev.stanza.reply())
         self.mod.log.info("account %s removed in-band", account)
-        goodbye = StreamError("not-authorized", "account removed").to_xml() + STREAM_CLOSE
-        for session in self.mod.server.sessions.resources(account):
+        goodbye = StreamError("not-authorized", "account removed")
+        for session in self.mod.sessions.resources(account):
             session.close(goodbye)
         return True
 

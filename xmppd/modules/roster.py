@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import secrets
-import weakref
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -33,9 +31,6 @@ from xmppd.elements import element
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.session import Session
-
-if TYPE_CHECKING:
-    from xmppd.server import Server
 
 PROTOCOLS = [("RFC 6121", "§2 roster management"), ("XEP-0237", "1.3")]
 NS = "jabber:iq:roster"
@@ -67,7 +62,7 @@ def forbidden(ev: StanzaEvent) -> bool:
 class RosterHandlers:
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
-        self.rosters = mod.server.storage.rosters
+        self.rosters = mod.rosters
         self.max_name = int(mod.options.get("max_name_length", 1023))
         self.max_group = int(mod.options.get("max_group_length", 1023))
 
@@ -80,7 +75,7 @@ class RosterHandlers:
         assert user.local is not None
         # §2.1.6: from now on this resource gets roster pushes. Set before reading, so a change
         # made while we read is pushed rather than lost.
-        session.interested = True
+        self.mod.sessions.set_flag(session, "roster")
         version, items = await self.rosters.items(user.domain, user.local)
         reply = ev.stanza.reply()
         client_ver = query.get("ver")
@@ -125,7 +120,7 @@ class RosterHandlers:
         problem = self._invalid(name, groups)
         if problem is not None:
             return ev.error(*problem)
-        async with roster_lock(self.mod.server, user):
+        async with roster_lock(self.mod, user):
             old = await self.rosters.item(user.domain, user.local, str(contact))
             if old is None:
                 item = RosterItem(jid=str(contact), name=name, groups=tuple(groups))
@@ -156,8 +151,8 @@ class RosterHandlers:
 async def _remove(ev: StanzaEvent, mod: ModuleAPI, user: JID, contact: JID) -> bool:
     """§2.5: delete the item, push the removal, answer, then cancel the subscriptions."""
     assert user.local is not None
-    rosters = mod.server.storage.rosters
-    async with roster_lock(mod.server, user):
+    rosters = mod.rosters
+    async with roster_lock(mod, user):
         old = await rosters.item(user.domain, user.local, str(contact))
         if old is None:
             return ev.error("item-not-found")  # §2.5.3
@@ -200,29 +195,20 @@ def item_element(item: RosterItem, parent: etree._Element) -> etree._Element:
 
 # -- helpers for the presence module ------------------------------------------------------------
 
-# One lock per account and server, held only around the read-modify-write of that account's
-# roster (never while routing, so that a reply coming back to the same account cannot deadlock).
-def roster_lock(server: Server, user: JID) -> asyncio.Lock:
-    """The lock that serialises changes to `user`'s roster (concurrent senders would otherwise
-    lose each other's updates between the read and the write)."""
-    locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = server.shared.setdefault(
-        "roster:locks", weakref.WeakValueDictionary()
-    )
-    lock = locks.get(user)
-    if lock is None:
-        lock = locks[user] = asyncio.Lock()
-    return lock
+def roster_lock(mod: ModuleAPI, user: JID) -> asyncio.Lock:
+    """The lock that serialises changes to `user`'s roster (rostercache.CachedRosters.lock)."""
+    return mod.rosters.lock(user)
 
 
 async def get_item(mod: ModuleAPI, user: JID, contact: JID) -> RosterItem | None:
     assert user.local is not None
-    return await mod.server.storage.rosters.item(user.domain, user.local, str(contact.bare))
+    return await mod.rosters.item(user.domain, user.local, str(contact.bare))
 
 
 async def update_item(mod: ModuleAPI, user: JID, item: RosterItem) -> int:
     """Store the item and push it to the user's interested resources (if the user sees it)."""
     assert user.local is not None
-    version = await mod.server.storage.rosters.put(user.domain, user.local, item)
+    version = await mod.rosters.put(user.domain, user.local, item)
     if item.listed:
         push(mod, user, item, version)
     return version
@@ -231,7 +217,7 @@ async def update_item(mod: ModuleAPI, user: JID, item: RosterItem) -> int:
 async def remove_item(mod: ModuleAPI, user: JID, contact: str, *, was_listed: bool) -> int | None:
     """Delete the item; push the removal if the user could see it."""
     assert user.local is not None
-    version = await mod.server.storage.rosters.remove(user.domain, user.local, contact)
+    version = await mod.rosters.remove(user.domain, user.local, contact)
     if version is not None and was_listed:
         push(mod, user, None, version, contact=contact)
     return version
@@ -240,7 +226,7 @@ async def remove_item(mod: ModuleAPI, user: JID, contact: str, *, was_listed: bo
 def push(mod: ModuleAPI, user: JID, item: RosterItem | None, version: int, *, contact: str = "") -> None:
     """§2.1.6 roster push of `item` (None: the removal of `contact`) to every interested
     resource of `user`, with the new `ver` (XEP-0237 / §2.6)."""
-    for session in mod.server.sessions.resources(user):
+    for session in mod.sessions.resources(user):
         if not session.interested or session.closed:
             continue
         iq = Stanza.build("iq", to=session.jid, from_=user, type_="set", id_="push-" + secrets.token_hex(6))
@@ -267,7 +253,7 @@ def addressed(presence: etree._Element, from_: JID, to: JID | None) -> Stanza:
 async def send_available_presence(mod: ModuleAPI, user: JID, to: JID, *, unavailable: bool = False) -> int:
     """Route the current presence of each of `user`'s available resources to `to` (or, with
     `unavailable`, an unavailable presence from each); returns how many were sent."""
-    sessions = mod.server.sessions.available(user)
+    sessions = mod.sessions.available(user)
     for session in sessions:
         if unavailable:
             stanza = Stanza.build("presence", to=to, from_=session.jid, type_="unavailable")

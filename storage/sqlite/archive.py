@@ -13,9 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from storage.archive import ArchivePage, ArchiveQuery, ArchiveRecord, datetime_ms, first_id_at
-from storage.sqlite import _Connection, _transaction
+from storage.rows import ARCHIVE_COLUMNS, ARCHIVE_INSERT_COLUMNS, archive_record, archive_values, marks, qmark
+from storage.sqlite.connection import Connection, transaction
 
-_COLUMNS = "id, with_jid, with_resource, outgoing, stanza"
+_INSERT = (
+    f"INSERT INTO archive ({', '.join(ARCHIVE_INSERT_COLUMNS)})"
+    f" VALUES ({marks(qmark, len(ARCHIVE_INSERT_COLUMNS))})"
+)
 
 
 def _where(host: str, username: str, query: ArchiveQuery) -> tuple[str, list[Any]]:
@@ -39,23 +43,17 @@ def _where(host: str, username: str, query: ArchiveQuery) -> tuple[str, list[Any
 
 
 class SqliteArchive:
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def append(self, records: Sequence[ArchiveRecord]) -> None:
-        rows = [
-            (r.id, r.host, r.username, r.with_jid, r.with_resource, r.outgoing, r.stanza) for r in records
-        ]
+        rows = [archive_values(r) for r in records]
         if not rows:
             return
 
         def append(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.executemany(
-                    "INSERT INTO archive (id, host, username, with_jid, with_resource, outgoing, stanza)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            with transaction(db):
+                db.executemany(_INSERT, rows)
 
         await self._conn.run(append)
 
@@ -64,7 +62,7 @@ class SqliteArchive:
             return ArchivePage([], True)
         where, args = _where(host, username, query)
         order = "DESC" if query.last else "ASC"
-        sql = f"SELECT {_COLUMNS} FROM archive WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT {ARCHIVE_COLUMNS} FROM archive WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?"
         params = [*args, query.limit + 1, query.offset]
 
         def select(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -75,10 +73,7 @@ class SqliteArchive:
         rows = rows[: query.limit]
         if query.last:
             rows.reverse()
-        records = [
-            ArchiveRecord(host, username, row[0], row[1], row[2], bool(row[3]), row[4]) for row in rows
-        ]
-        return ArchivePage(records, complete)
+        return ArchivePage([archive_record(host, username, row) for row in rows], complete)
 
     async def count(self, host: str, username: str, query: ArchiveQuery) -> int:
         if query.ids is not None and not query.ids:
@@ -109,7 +104,7 @@ class SqliteArchive:
         cutoff = first_id_at(datetime_ms(before))
 
         def delete(db: sqlite3.Connection) -> int:
-            with _transaction(db):
+            with transaction(db):
                 # A rowid range, so only the old part of the table is visited (the unary + keeps
                 # SQLite from walking the host's whole index instead).
                 return db.execute("DELETE FROM archive WHERE id < ? AND +host = ?", (cutoff, host)).rowcount

@@ -11,17 +11,16 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage.archive import ArchivePage, ArchiveQuery, ArchiveRecord, datetime_ms, first_id_at
+from storage.postgres.connection import Pool
+from storage.rows import ARCHIVE_COLUMNS, ARCHIVE_INSERT_COLUMNS, archive_record, archive_values
 
-if TYPE_CHECKING:
-    from storage.postgres import PostgresStorage
-
-_COLUMNS = "id, with_jid, with_resource, outgoing, stanza"
+__all__ = ["PostgresArchive", "select_sql"]
 
 _INSERT = (
-    "INSERT INTO archive (host, username, id, with_jid, with_resource, outgoing, stanza)"
+    f"INSERT INTO archive ({', '.join(ARCHIVE_INSERT_COLUMNS)})"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
     " $6::boolean[], $7::text[])"
 )
@@ -53,52 +52,46 @@ def select_sql(query: ArchiveQuery) -> tuple[str, list[Any]]:
     # PostgreSQL may switch a prepared statement to a generic plan, and with an unknown LIMIT
     # that plan could sort the whole archive instead of reading the index in order.
     sql = (
-        f"SELECT {_COLUMNS} FROM archive WHERE {where}"
+        f"SELECT {ARCHIVE_COLUMNS} FROM archive WHERE {where}"
         f" ORDER BY id {order} LIMIT {int(query.limit) + 1} OFFSET {int(query.offset)}"
     )
     return sql, args
 
 
 class PostgresArchive:
-    def __init__(self, storage: PostgresStorage) -> None:
-        self._storage = storage
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
 
     async def append(self, records: Sequence[ArchiveRecord]) -> None:
         if not records:
             return
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-        for r in records:
-            for column, value in zip(
-                columns, (r.host, r.username, r.id, r.with_jid, r.with_resource, r.outgoing, r.stanza), strict=True
-            ):
-                column.append(value)
-        async with self._storage.connection() as conn:
+        columns = [list(column) for column in zip(*map(archive_values, records), strict=True)]
+        async with self._pool.connection() as conn:
             await conn.execute(_INSERT, *columns)  # one statement: all rows or none
 
     async def query(self, host: str, username: str, query: ArchiveQuery) -> ArchivePage:
         if query.ids is not None and not query.ids:
             return ArchivePage([], True)
         sql, args = select_sql(query)
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             rows = await conn.fetch(sql, host, username, *args)
         complete = len(rows) <= query.limit
         rows = rows[: query.limit]
         if query.last:
             rows.reverse()
-        records = [ArchiveRecord(host, username, row[0], row[1], row[2], row[3], row[4]) for row in rows]
-        return ArchivePage(records, complete)
+        return ArchivePage([archive_record(host, username, tuple(row)) for row in rows], complete)
 
     async def count(self, host: str, username: str, query: ArchiveQuery) -> int:
         if query.ids is not None and not query.ids:
             return 0
         where, args = _where(query)
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM archive WHERE {where}", host, username, *args))
 
     async def existing(self, host: str, username: str, ids: Sequence[int]) -> builtins.set[int]:
         if not ids:
             return set()
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             rows = await conn.fetch(
                 "SELECT id FROM archive WHERE host = $1 AND username = $2 AND id = ANY($3::bigint[])",
                 host,
@@ -109,7 +102,7 @@ class PostgresArchive:
 
     async def delete_before(self, host: str, before: datetime) -> int:
         cutoff = first_id_at(datetime_ms(before))
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             # The BRIN index on id finds the old block ranges; one statement, so no holes.
             status = await conn.execute("DELETE FROM archive WHERE id < $1 AND host = $2", cutoff, host)
         return int(status.split()[-1])

@@ -1,7 +1,7 @@
 """SQLite implementation of the XEP-0160 offline message store (storage.base.OfflineStore).
 
-Runs on the backend's one connection thread (see storage/sqlite.py), so a push's count and
-insert are one transaction that no other write can interleave with: the limit holds exactly
+Runs on the backend's one connection thread (see storage/sqlite/connection.py), so a push's count
+and insert are one transaction that no other write can interleave with: the limit holds exactly
 and ids grow in push order.
 """
 
@@ -12,19 +12,20 @@ import sqlite3
 from collections.abc import Sequence
 
 from storage.model import OfflineMessage
-from storage.sqlite import _Connection, _transaction
+from storage.rows import offline_message
+from storage.sqlite.connection import Connection, transaction
 
 # Keep each DELETE well under SQLite's limit on bound parameters.
 _DELETE_BATCH = 500
 
 
 class SqliteOffline:
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def push(self, host: str, username: str, stanza: str, limit: int | None) -> int | None:
         def push(db: sqlite3.Connection) -> int | None:
-            with _transaction(db):
+            with transaction(db):
                 if limit is not None:
                     (count,) = db.execute(
                         "SELECT count(*) FROM offline_messages WHERE host = ? AND username = ?",
@@ -50,7 +51,7 @@ class SqliteOffline:
                 " ORDER BY id LIMIT ?",
                 (host, username, after, limit),
             ).fetchall()
-            return [OfflineMessage(int(id_), str(stanza)) for id_, stanza in rows]
+            return [offline_message(row) for row in rows]
 
         return await self._conn.run(fetch)
 
@@ -59,7 +60,7 @@ class SqliteOffline:
 
         def delete(db: sqlite3.Connection) -> int:
             deleted = 0
-            with _transaction(db):
+            with transaction(db):
                 for start in range(0, len(wanted), _DELETE_BATCH):
                     batch = wanted[start : start + _DELETE_BATCH]
                     marks = ", ".join("?" * len(batch))

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from storage.model import OfflineMessage
-
-if TYPE_CHECKING:
-    from storage.postgres import PostgresStorage
+from storage.postgres.connection import Pool
+from storage.rows import offline_message
 
 
 class PostgresOffline:
-    def __init__(self, storage: PostgresStorage) -> None:
-        self._storage = storage
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
 
     async def push(self, host: str, username: str, stanza: str, limit: int | None) -> int | None:
-        async with self._storage.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended('xmppd offline ' || $1 || '/' || $2, 0))",
                 host,
@@ -46,7 +44,7 @@ class PostgresOffline:
     async def fetch(
         self, host: str, username: str, *, after: int = 0, limit: int = 100
     ) -> builtins.list[OfflineMessage]:
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             rows = await conn.fetch(
                 "SELECT id, stanza FROM offline_messages WHERE host = $1 AND username = $2 AND id > $3"
                 " ORDER BY id LIMIT $4",
@@ -55,13 +53,13 @@ class PostgresOffline:
                 after,
                 limit,
             )
-        return [OfflineMessage(int(row[0]), row[1]) for row in rows]
+        return [offline_message(tuple(row)) for row in rows]
 
     async def delete(self, host: str, username: str, ids: Sequence[int]) -> int:
         wanted = sorted({int(id_) for id_ in ids})
         if not wanted:
             return 0
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             deleted = await conn.fetchval(
                 "WITH gone AS (DELETE FROM offline_messages"
                 " WHERE host = $1 AND username = $2 AND id = ANY($3::bigint[]) RETURNING 1)"
@@ -73,7 +71,7 @@ class PostgresOffline:
         return int(deleted)
 
     async def count(self, host: str, username: str) -> int:
-        async with self._storage.connection() as conn:
+        async with self._pool.connection() as conn:
             value = await conn.fetchval(
                 "SELECT count(*) FROM offline_messages WHERE host = $1 AND username = $2", host, username
             )

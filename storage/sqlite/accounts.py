@@ -1,0 +1,97 @@
+"""Accounts and their SCRAM credentials on SQLite (storage.base.AccountStore)."""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Sequence
+
+from storage.base import check_credentials
+from storage.model import ScramCredentials
+from storage.rows import USER_TABLES, credential_rows, credentials_insert, credentials_record, qmark
+from storage.sqlite.connection import Connection, transaction
+
+_INSERT_CREDENTIALS = credentials_insert(qmark)
+
+
+class SqliteAccounts:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def create(self, host: str, username: str, credentials: Sequence[ScramCredentials]) -> bool:
+        check_credentials(credentials)
+        rows = credential_rows(host, username, credentials)
+
+        def create(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                cur = db.execute(
+                    "INSERT INTO accounts (host, username) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (host, username),
+                )
+                if cur.rowcount == 0:
+                    return False
+                db.executemany(_INSERT_CREDENTIALS, rows)
+                return True
+
+        return await self._conn.run(create)
+
+    async def credentials(self, host: str, username: str, hash_name: str) -> ScramCredentials | None:
+        def get(db: sqlite3.Connection) -> ScramCredentials | None:
+            row = db.execute(
+                "SELECT salt, iterations, stored_key, server_key FROM scram_credentials"
+                " WHERE host = ? AND username = ? AND hash_name = ?",
+                (host, username, hash_name),
+            ).fetchone()
+            return None if row is None else credentials_record(hash_name, row)
+
+        return await self._conn.run(get)
+
+    async def set_credentials(
+        self, host: str, username: str, credentials: Sequence[ScramCredentials]
+    ) -> bool:
+        check_credentials(credentials)
+        rows = credential_rows(host, username, credentials)
+
+        def replace(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                found = db.execute(
+                    "SELECT 1 FROM accounts WHERE host = ? AND username = ?", (host, username)
+                ).fetchone()
+                if found is None:
+                    return False
+                db.execute("DELETE FROM scram_credentials WHERE host = ? AND username = ?", (host, username))
+                db.executemany(_INSERT_CREDENTIALS, rows)
+                return True
+
+        return await self._conn.run(replace)
+
+    async def delete(self, host: str, username: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            with transaction(db):
+                for table in USER_TABLES:
+                    db.execute(f"DELETE FROM {table} WHERE host = ? AND username = ?", (host, username))
+                cur = db.execute("DELETE FROM accounts WHERE host = ? AND username = ?", (host, username))
+                return cur.rowcount > 0
+
+        return await self._conn.run(delete)
+
+    async def exists(self, host: str, username: str) -> bool:
+        def exists(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT 1 FROM accounts WHERE host = ? AND username = ?", (host, username)
+            ).fetchone()
+            return row is not None
+
+        return await self._conn.run(exists)
+
+    async def list(self, host: str | None = None) -> builtins.list[tuple[str, str]]:
+        def list_(db: sqlite3.Connection) -> builtins.list[tuple[str, str]]:
+            if host is None:
+                rows = db.execute("SELECT host, username FROM accounts ORDER BY host, username")
+            else:
+                rows = db.execute(
+                    "SELECT host, username FROM accounts WHERE host = ? ORDER BY username", (host,)
+                )
+            return [(h, u) for h, u in rows]
+
+        return await self._conn.run(list_)

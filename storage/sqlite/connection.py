@@ -1,0 +1,106 @@
+"""The SQLite connection and its worker thread, and the transaction helper every store uses.
+
+One sqlite3 connection lives in one dedicated worker thread; every operation is a plain function
+run there through loop.run_in_executor, so the event loop never blocks on disk and there is no
+locking to think about: operations run one after another, in the order they were issued. Each
+write operation is a whole transaction inside one such function, which also means that cancelling
+the awaiting task cannot leave a transaction half done (the function completes or rolls back).
+
+WAL lets readers in other processes (`xmppd users` while the server runs) proceed during writes;
+synchronous=NORMAL is durable against process crashes and only risks the last transactions on power
+loss, the usual trade for WAL. Transactions are explicit (the connection is in autocommit mode and
+we issue BEGIN IMMEDIATE ourselves), so a write never has to upgrade a read lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from storage.errors import StorageError
+
+__all__ = ["BUSY_TIMEOUT", "Connection", "transaction"]
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
+
+
+class Connection:
+    """The connection and its thread. Everything touching `_db` runs in that thread."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xmppd-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+
+    def _connect(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions, we BEGIN and COMMIT ourselves.
+        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def open(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            self._closed = True
+            raise StorageError(f"sqlite: cannot open {self._path}: {exc}") from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:  # closed while this call was queued
+            raise StorageError("storage is closed")
+        return fn(self._db)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(connection) in the worker thread; sqlite3 errors become StorageError."""
+        if self._closed:
+            raise StorageError("storage is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Queued after any call already submitted, so those finish first.
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, kind: str = "IMMEDIATE") -> Iterator[None]:
+    """BEGIN (IMMEDIATE: take the write lock first) ... COMMIT, or ROLLBACK on any exception.
+    Only inside a function run by Connection.run."""
+    db.execute(f"BEGIN {kind}")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:  # some errors make SQLite roll back by itself
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

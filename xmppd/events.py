@@ -1,0 +1,120 @@
+"""Every hook event of the server in one place: its name and the payload its handlers get.
+
+Stanza events are named after the stanza's kind and where it is addressed (see router.py):
+
+    pre-<kind>/<target>                     on the sender's host, before routing
+    <kind>/<target>                         on the recipient's host
+    iq-<type>/<target>                      an iq get/set, whatever its payload (blocking)
+    iq-<type>/<target>/<ns>:<name>          an iq get/set by payload (what `mod.on_iq` registers)
+
+with `<kind>` message | presence | iq and `<target>` host | self | bare | full; they carry a
+`router.StanzaEvent`. The other events and their payloads are below. Handlers return True when
+they handled the event (it stops there); see hooks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+if TYPE_CHECKING:
+    from xmppd.host import Host
+    from xmppd.session import Session
+    from xmppd.stream import StreamHandle
+
+KINDS = ("message", "presence", "iq")
+TARGETS = ("host", "self", "bare", "full")
+
+SESSION_BOUND = "session-bound"
+SESSION_DETACHED = "session-detached"
+SESSION_ENDED = "session-ended"
+PRE_AUTH_IQ = "pre-auth-iq"
+AVAILABLE_PRESENCE = "available-presence"
+OFFLINE_HANDED = "offline-handed"
+MESSAGE_OFFLINE = "message/offline"
+
+
+def pre(kind: str, target: str) -> str:
+    """The sender-side event of a stanza (`pre-message/bare`)."""
+    return f"pre-{kind}/{target}"
+
+
+def stanza_event(kind: str, target: str) -> str:
+    """The recipient-side event of a stanza (`message/bare`)."""
+    return f"{kind}/{target}"
+
+
+def iq_event(type_: str, target: str, ns: str, name: str) -> str:
+    """The event of an iq get/set by payload (`iq-get/host/urn:xmpp:ping:ping`)."""
+    return f"iq-{type_}/{target}/{ns}:{name}"
+
+
+def stream_element(ns: str | None, name: str) -> str:
+    """The event of a top-level element that is not a stanza (`stream-element/urn:xmpp:sm:3:r`):
+    stream management's `<r/>`, `<a/>`, `<enable/>`, `<resume/>`, CSI's `<active/>`. An element
+    nobody claims closes the stream with unsupported-stanza-type (RFC 6120 §4.9.3.24)."""
+    return f"stream-element/{ns or ''}:{name}"
+
+
+@dataclass(slots=True)
+class SessionEvent:
+    """`session-bound`, `session-detached` and `session-ended`.
+
+    `session-detached` fires when a bound session's transport is gone (the connection dropped or
+    was closed without a stream close): a handler that returns True keeps the session bound and
+    detached (stream management's hibernation) and must end it later with `mod.end_session`;
+    unclaimed, the session ends at once."""
+
+    session: Session
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class PreAuthEvent:
+    """An iq before authentication (XEP-0077 registration): `reply` answers on that stream."""
+
+    host: Host
+    element: etree._Element
+    stream: StreamHandle
+    address: str
+
+    def reply(self, element: etree._Element) -> None:
+        self.stream.send(etree.tostring(element))
+
+
+@dataclass(slots=True)
+class StreamElementEvent:
+    """A top-level element that is not a stanza, after authentication (`stream-element/...`).
+
+    `session` is the bound session, or None between authentication and binding (XEP-0198's
+    `<resume/>` comes there); `stream` answers on the stream and can adopt a detached session."""
+
+    element: etree._Element
+    stream: StreamHandle
+    session: Session | None
+
+
+@dataclass(slots=True)
+class AvailableEvent:
+    """`available-presence`: `session` broadcast available presence, its first since it was
+    unavailable (`initial`) or an update; `session.priority` is the new priority,
+    `previous_priority` the one before (0 when initial)."""
+
+    session: Session
+    initial: bool
+    previous_priority: int
+
+
+@dataclass(slots=True)
+class HandedEvent:
+    """`offline-handed`: stored offline messages were written to `session`.
+
+    A handler that returns True takes over their deletion and calls `delete()` when it sees fit
+    (stream management: once the client acknowledged them); otherwise they are deleted at once."""
+
+    session: Session
+    ids: list[int]
+    delete: Callable[[], Awaitable[int]]

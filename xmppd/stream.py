@@ -1,0 +1,293 @@
+"""The c2s stream driver: one client stream, whatever transport carries it.
+
+A transport (TCP/TLS in net.py; WebSocket and BOSH next) turns its bytes into batches of stream
+events (`StreamOpened`, elements, `StreamClosed`) and frames what the driver sends its own way.
+The driver carries out what negotiation (negotiation.py, sans-IO) asks until a resource is bound,
+then hands stanzas to the router and other top-level elements to the modules that claim them
+(`stream-element/<ns>:<name>`, e.g. XEP-0198's `<r/>`). It handles one event after another and
+asks for the next batch only when done, so a fast sender is held back by its transport and one
+sender's stanzas keep their order (RFC 6120 §10.1).
+
+When the stream ends, the session ends with it, unless the connection was lost (no closing tag
+either way) and a module claims `session-detached` to keep it for resumption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+from lxml import etree
+
+from xmppd import events
+from xmppd.errors import StreamError
+from xmppd.framing import Opening
+from xmppd.negotiation import (
+    Action,
+    Authenticated,
+    AuthFailed,
+    BindResource,
+    C2SNegotiation,
+    CheckPlain,
+    Close,
+    FetchCredentials,
+    Open,
+    PreAuthStanza,
+    ResetParser,
+    Send,
+    StartTLS,
+    StreamElement,
+)
+from xmppd.sasl import verify_plain
+from xmppd.stanza import CLIENT_NS
+from xmppd.xml import Event, StreamClosed
+
+if TYPE_CHECKING:
+    from xmppd.server import Server
+    from xmppd.session import Session
+
+log = logging.getLogger("xmppd.c2s")
+STANZA_TAGS = frozenset(f"{{{CLIENT_NS}}}{kind}" for kind in events.KINDS)
+
+
+class Transport(Protocol):
+    """What the driver needs of a transport. `write` and `close` are also what a bound
+    session's output ends in (session.Sink)."""
+
+    address: str
+
+    def events(self) -> AsyncIterator[list[Event]]:
+        """Batches of stream events as they arrive; ends when the peer is gone. A malformed
+        stream yields the events before the fault, then raises StreamError."""
+        ...
+
+    def open(self, opening: Opening, features: bytes) -> None: ...
+
+    def write(self, data: bytes) -> None:
+        """One top-level element, serialised."""
+
+    def close(self, error: StreamError | None = None, opening: Opening | None = None) -> None:
+        """End the stream (with an error), then the connection."""
+
+    def drop(self) -> None:
+        """Close the connection without another word (idempotent)."""
+
+    def restart(self) -> None:
+        """What comes next is a new stream (after STARTTLS or SASL, RFC 6120 §4.3.3)."""
+
+    async def start_tls(self, domain: str | None) -> None:
+        """Upgrade to TLS now; StreamError if the transport cannot (or data was pipelined)."""
+
+
+class StreamHandle(Protocol):
+    """What a module gets of a stream (`PreAuthEvent.stream`, `StreamElementEvent.stream`)."""
+
+    address: str
+
+    def send(self, data: bytes) -> None:
+        """One top-level element (an answer before binding, `<a/>`, `<resumed/>`)."""
+
+    def close(self, error: StreamError | None = None) -> None: ...
+
+    def adopt(self, session: Session) -> None:
+        """This stream now carries `session` (XEP-0198 resumption): the session is attached to
+        it and negotiation is over; the stream that had it, if any, is closed."""
+
+
+class C2SStream:
+    def __init__(self, server: Server, transport: Transport, *, tls_active: bool) -> None:
+        self.server = server
+        self.transport = transport
+        self.address = transport.address
+        self.negotiation = C2SNegotiation(server.negotiation_policy, tls_active=tls_active)
+        self.session: Session | None = None
+        self.reason = "closed"
+        # The stream ended with a closing tag or a stream error (ours or theirs): not resumable.
+        self.ended_cleanly = False
+        self.task: asyncio.Task[None] | None = None
+
+    # -- the life of a stream ------------------------------------------------------------
+    async def run(self) -> None:
+        self.task = asyncio.current_task()
+        try:
+            batches = self.transport.events()
+            try:
+                async with asyncio.timeout(self.server.config.c2s.auth_timeout):
+                    bound = await self._negotiate(batches)
+            except TimeoutError:
+                self._close(self.negotiation.fail(StreamError("connection-timeout", "authentication took too long")))
+                return
+            if bound:
+                await self._route(batches)
+            else:
+                self._lost("peer closed the connection")
+        except StreamError as error:
+            self._close(self.negotiation.fail(error))
+        except (ConnectionError, OSError) as exc:
+            self._lost(f"connection lost: {exc.__class__.__name__}")
+        except Exception:
+            # A bug must cost one stream, never the server or the other clients.
+            log.exception("internal error on the stream from %s", self.address)
+            self._close(self.negotiation.fail(StreamError("internal-server-error")))
+        finally:
+            self.transport.drop()
+            await self._finish()
+
+    async def _finish(self) -> None:
+        session = self.session
+        if session is None:
+            log.info("disconnected %s before binding: %s", self.address, self.reason)
+        elif session.link.transport is self.transport:  # not resumed on another stream
+            await self.server.transport_gone(session, self.reason, resumable=not self.ended_cleanly)
+
+    def refuse(self, reason: str) -> None:
+        """Turn the connection away before anything else (over the connection limits)."""
+        self._close(self.negotiation.fail(StreamError("policy-violation", reason)))
+
+    def shutdown(self, error: StreamError) -> None:
+        """End the stream from our side (server stop); the read loop then sees the close."""
+        self.reason = error.condition
+        self.ended_cleanly = True
+        if self.session is not None:
+            self.transport.close(error)
+        else:
+            self._close(self.negotiation.fail(error))
+
+    def _lost(self, reason: str) -> None:
+        if self.reason == "closed":  # not ended by us (shutdown, replaced, error)
+            self.reason = reason
+
+    def _close(self, close: Close) -> None:
+        self.reason = close.reason
+        self.ended_cleanly = True
+        self.transport.close(close.error, close.opening)
+
+    # -- before binding ------------------------------------------------------------------
+    async def _negotiate(self, batches: AsyncIterator[list[Event]]) -> bool:
+        """Drive negotiation until a resource is bound (True) or the stream ends (False)."""
+        async for batch in batches:
+            for index, event in enumerate(batch):
+                rest = batch[index + 1 :]
+                outcome = await self._carry_out(self.negotiation.receive(event), pipelined=bool(rest))
+                if outcome == "closed":
+                    return False
+                if outcome == "restart":
+                    if rest:
+                        raise StreamError("policy-violation", "data sent before the stream restart")
+                    break
+                if outcome == "bound":
+                    for element in rest:
+                        await self._element(element)
+                    return True
+        return False
+
+    async def _carry_out(self, actions: list[Action], *, pipelined: bool) -> str:
+        outcome = ""
+        transport = self.transport
+        while actions:
+            action, actions = actions[0], actions[1:]
+            match action:
+                case Send(data):
+                    transport.write(data)
+                case Open(opening, features):
+                    transport.open(opening, features)
+                case StartTLS():
+                    if pipelined:
+                        raise StreamError("policy-violation", "data sent after <starttls/> before the TLS handshake")
+                    await transport.start_tls(self.negotiation.domain)
+                    actions = self.negotiation.tls_established() + actions
+                case ResetParser():
+                    transport.restart()
+                    outcome = "restart"
+                case FetchCredentials(domain, username, hash_name):
+                    credentials = await self.server.storage.accounts.credentials(domain, username, hash_name)
+                    actions = self.negotiation.credentials_loaded(credentials) + actions
+                case CheckPlain(domain, username, password):
+                    verified = await self._check_plain(domain, username, password)
+                    actions = self.negotiation.plain_checked(verified) + actions
+                case AuthFailed(username, condition, data):
+                    await self._auth_failed(username, condition, data)
+                case Authenticated(jid):
+                    self.server.throttle.success(self.address)
+                    log.info("authenticated %s from %s", jid, self.address)
+                case BindResource(jid, iq_id):
+                    self.session = await self.server.bind(jid, transport, self.address)
+                    actions = self.negotiation.bound(self.session.jid, iq_id) + actions
+                    outcome = "bound"
+                case PreAuthStanza(domain, element):
+                    await self.server.pre_auth_stanza(domain, element, self)
+                case StreamElement(element):
+                    await self._stream_element(element)
+                    if self.session is not None:  # adopted a session: negotiation is over
+                        outcome = "bound"
+                case Close(error, reason, opening):
+                    self.reason = reason
+                    self.ended_cleanly = True
+                    transport.close(error, opening)
+                    return "closed"
+        return outcome
+
+    async def _check_plain(self, domain: str, username: str, password: str) -> bool:
+        credentials = await self.server.storage.accounts.credentials(domain, username, "sha256")
+        if credentials is None:
+            return False
+        # PBKDF2 takes milliseconds: keep it off the event loop.
+        return await asyncio.to_thread(verify_plain, password, credentials)
+
+    async def _auth_failed(self, username: str | None, condition: str, data: bytes) -> None:
+        delay = self.server.throttle.failure(self.address)
+        log.info("authentication failed for %s from %s: %s", username or "?", self.address, condition)
+        if delay:
+            await asyncio.sleep(delay)  # slows down guessing; not a synchronisation
+        self.transport.write(data)
+
+    # -- after binding -------------------------------------------------------------------
+    async def _route(self, batches: AsyncIterator[list[Event]]) -> None:
+        element = self._element
+        async for batch in batches:
+            for event in batch:
+                if isinstance(event, StreamClosed):
+                    self.reason = "stream closed by client"
+                    self.ended_cleanly = True
+                    self.transport.close()
+                    return
+                await element(event)
+        self._lost("peer closed the connection")
+
+    async def _element(self, event: Event) -> None:
+        if not isinstance(event, etree._Element):
+            raise StreamError("invalid-xml", "unexpected stream event")
+        session = self.session
+        assert session is not None
+        if session.closed or session.link.transport is not self.transport:
+            raise ConnectionResetError("the session was replaced or moved to another stream")
+        if event.tag in STANZA_TAGS:
+            await self.server.router.process(session, event)
+        else:
+            await self._stream_element(event)
+
+    async def _stream_element(self, element: etree._Element) -> None:
+        """Offer a top-level element that is not a stanza to the modules that claim it."""
+        qname = etree.QName(element)
+        host = self.server.hosts.get(self.negotiation.domain or "")
+        event = events.StreamElementEvent(element, self, self.session)
+        if host is None or not await host.hooks.fire(events.stream_element(qname.namespace, qname.localname), event):
+            raise StreamError("unsupported-stanza-type", f"{qname.localname} is not a stanza")
+
+    # -- StreamHandle ----------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def close(self, error: StreamError | None = None) -> None:
+        self.ended_cleanly = True
+        self.transport.close(error)
+
+    def adopt(self, session: Session) -> None:
+        previous = session.link.transport
+        session.attach(self.transport)
+        if previous is not None and previous is not self.transport:
+            previous.close(StreamError("conflict", "the session was resumed on another stream"))
+        self.session = session
+        self.negotiation.resumed(session.jid)
