@@ -342,14 +342,21 @@ def _storage(reader: _Reader) -> StorageConfig:
 
 def _with_module_options(config: Config, modules: _Reader) -> Config:
     options: dict[str, dict[str, Any]] = {}
-    for name in config.all_modules:
-        try:
-            declared: Mapping[str, Option] = getattr(load_module(name), "OPTIONS", {})
-        except ImportError as exc:
-            raise ConfigError(config.source, "server.modules", name, f"an installed module ({exc})") from None
-        reader = _Reader(config.source, modules.table_(name), f"modules.{name}")
-        options[name] = {key: _module_option(reader, key, option) for key, option in declared.items()}
-        reader.finish()
+    listed_in = [("server.modules", config.user_host_modules)] + [
+        (f'components."{component.domain}".modules', config.component_modules(component))
+        for component in config.components
+    ]
+    for key, names in listed_in:
+        for name in names:
+            if name in options:
+                continue
+            try:
+                declared: Mapping[str, Option] = getattr(load_module(name), "OPTIONS", {})
+            except ImportError as exc:
+                raise ConfigError(config.source, key, name, f"an installed module ({exc})") from None
+            reader = _Reader(config.source, modules.table_(name), f"modules.{name}")
+            options[name] = {option: _module_option(reader, option, spec) for option, spec in declared.items()}
+            reader.finish()
     modules.finish()
     return dataclasses.replace(config, module_options=options)
 

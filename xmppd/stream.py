@@ -45,6 +45,7 @@ from xmppd.stanza import CLIENT_NS
 from xmppd.xml import Event, StreamClosed
 
 if TYPE_CHECKING:
+    from xmppd.jid import JID
     from xmppd.server import Server
     from xmppd.session import Session
 
@@ -85,6 +86,11 @@ class StreamHandle(Protocol):
     """What a module gets of a stream (`PreAuthEvent.stream`, `StreamElementEvent.stream`)."""
 
     address: str
+
+    @property
+    def account(self) -> JID | None:
+        """The account this stream authenticated as (None before SASL succeeds); after binding
+        the bound full JID."""
 
     def send(self, data: bytes) -> None:
         """One top-level element (an answer before binding, `<a/>`, `<resumed/>`)."""
@@ -277,6 +283,10 @@ class C2SStream:
             raise StreamError("unsupported-stanza-type", f"{qname.localname} is not a stanza")
 
     # -- StreamHandle ----------------------------------------------------------------------
+    @property
+    def account(self) -> JID | None:
+        return self.negotiation.jid
+
     def send(self, data: bytes) -> None:
         self.transport.write(data)
 

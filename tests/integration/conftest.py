@@ -30,13 +30,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", server_extra: str = "") -> Path:
     path = tmp_path / "xmppd.toml"
     path.write_text(
         f"""
 [server]
 hosts = ["localhost", "example.test"]
 data_dir = "{tmp_path / 'data'}"
+{server_extra}
 [c2s]
 interfaces = ["127.0.0.1"]
 port = {free_port()}
@@ -138,9 +139,12 @@ class Client(slixmpp.ClientXMPP):
 
 
 @contextlib.asynccontextmanager
-async def running_server(storage: Storage, tmp_path: Path, extra_config: str = "") -> AsyncIterator[XmppServer]:
-    """A started server on `storage`; its clients are cut and the server stopped afterwards."""
-    server = Server(load_config(write_config(tmp_path, extra_config)), storage=storage)
+async def running_server(
+    storage: Storage, tmp_path: Path, extra_config: str = "", *, server_extra: str = ""
+) -> AsyncIterator[XmppServer]:
+    """A started server on `storage`; its clients are cut and the server stopped afterwards.
+    `extra_config` is appended to the file, `server_extra` goes into its [server] table."""
+    server = Server(load_config(write_config(tmp_path, extra_config, server_extra)), storage=storage)
     await server.start()
     running = XmppServer(server)
     try:

@@ -417,3 +417,50 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(path) in str(info.value) and "does not exist" in str(info.value)
+
+
+# --- components ---------------------------------------------------------------------------------------
+
+COMPONENT_MODULE = "tests.fixtures.echo"
+
+
+def test_a_component_gets_disco_and_its_own_modules_and_a_parent(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, f"""
+[server]
+hosts = ["example.org", "chat.example.net"]
+[components."rooms.chat.example.net"]
+modules = ["{COMPONENT_MODULE}"]
+[components."upload.elsewhere.test"]
+modules = []
+parent = "chat.example.net"
+"""))
+    rooms, upload = config.components
+    assert (rooms.domain, rooms.parent) == ("rooms.chat.example.net", "chat.example.net")
+    assert config.component_modules(rooms) == ("disco", COMPONENT_MODULE)
+    assert (upload.parent, config.component_modules(upload)) == ("chat.example.net", ("disco",))
+    # The component's module is configured once, like any other; user hosts do not load it.
+    assert COMPONENT_MODULE in config.all_modules and COMPONENT_MODULE not in config.user_host_modules
+
+
+def test_a_component_without_a_parent_domain_belongs_to_the_first_host(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\n[components."svc.test"]\n'))
+    assert config.components[0].parent == "a.example"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "allowed"),
+    [
+        ('[components."Rooms.Example"]\n', 'components."Rooms.Example"', "lower-case domain names"),
+        ('[components."localhost"]\n', 'components."localhost"', "not also in server.hosts"),
+        ('[components."c.localhost"]\nparent = "other.test"\n', 'components."c.localhost".parent',
+         "a host listed in server.hosts"),
+        ('[components."c.localhost"]\nmodules = ["no.such.module"]\n', 'components."c.localhost".modules',
+         "an installed module"),
+        ('[components."c.localhost"]\nmodule = ["x"]\n', 'components."c.localhost".module', "unknown key"),
+        ('[components]\n"c.localhost" = "muc"\n', 'components."c.localhost"', "a table with modules"),
+    ],
+)
+def test_bad_components(tmp_path: Path, text: str, key: str, allowed: str) -> None:
+    error = error_for(tmp_path, text)
+    assert error.key == key
+    assert allowed in str(error)
