@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -36,9 +36,12 @@ class BatchWriter(Generic[T]):
         *,
         max_batch: int = 500,
         delay: float = 0.0,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None,
     ) -> None:
         """`flush(items)` writes a batch atomically. `delay` (seconds) holds a batch open a
-        little longer to gather more items; 0 takes what one event-loop pass has gathered."""
+        little longer to gather more items; 0 takes what one event-loop pass has gathered.
+        `spawn` starts the writing task (the server's, so that stopping waits for the batch
+        in flight before the storage closes); by default a plain task."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._flush = flush
@@ -46,6 +49,7 @@ class BatchWriter(Generic[T]):
         self.delay = max(0.0, delay)
         self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._spawn = spawn
         # Counters for benchmarks and the curious.
         self.batches = 0
         self.items = 0
@@ -56,7 +60,7 @@ class BatchWriter(Generic[T]):
         future: asyncio.Future[None] = loop.create_future()
         self._queue.append((item, future))
         if self._task is None:
-            self._task = loop.create_task(self._drain())
+            self._task = self._spawn(self._drain()) if self._spawn is not None else loop.create_task(self._drain())
         await future
 
     @property

@@ -229,7 +229,7 @@ class Archive:
         # Shared by the hosts of the server (one storage): one writer, so that the records of all
         # hosts batch together, and one id generator, so that ids are unique in the database.
         self.writer = mod.shared("writer", lambda: BatchWriter(
-            self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"])
+            self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"]), spawn=mod.spawn
         ))
         self.ids = mod.shared("ids", ArchiveIds)
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
