@@ -42,6 +42,8 @@ class TcpTransport(asyncio.Protocol):
         self.parser = XmlStream(server.config.c2s.max_stanza_size)
         self.address = ""
         self.closed = False
+        # We ended the stream (closing tag sent): whatever follows, it is not resumable.
+        self.ended = False
         self.task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -171,13 +173,14 @@ class TcpTransport(asyncio.Protocol):
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing %s: it does not read what it is sent", self.address)
             transport.write(tcp_close(StreamError("policy-violation", "too slow reading")))
-            self.closed = True
+            self.closed = self.ended = True
             transport.abort()
 
     def close(self, error: StreamError | None = None, opening: Opening | None = None) -> None:
         if self.closed:
             return
         self._out.append(tcp_close(error, opening))
+        self.ended = True
         self.drop()
 
     def drop(self) -> None:

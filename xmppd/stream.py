@@ -58,6 +58,8 @@ class Transport(Protocol):
     session's output ends in (session.Sink)."""
 
     address: str
+    # True once our side ended the stream (a closing tag went out, with or without an error).
+    ended: bool
 
     def events(self) -> AsyncIterator[list[Event]]:
         """Batches of stream events as they arrive; ends when the peer is gone. A malformed
@@ -110,8 +112,6 @@ class C2SStream:
         self.negotiation = C2SNegotiation(server.negotiation_policy, tls_active=tls_active)
         self.session: Session | None = None
         self.reason = "closed"
-        # The stream ended with a closing tag or a stream error (ours or theirs): not resumable.
-        self.ended_cleanly = False
         self.task: asyncio.Task[None] | None = None
 
     # -- the life of a stream ------------------------------------------------------------
@@ -146,7 +146,9 @@ class C2SStream:
         if session is None:
             log.info("disconnected %s before binding: %s", self.address, self.reason)
         elif session.link.transport is self.transport:  # not resumed on another stream
-            await self.server.transport_gone(session, self.reason, resumable=not self.ended_cleanly)
+            # Only a lost connection is resumable, not a stream that was ended (by either side:
+            # we answer the client's closing tag with ours).
+            await self.server.transport_gone(session, self.reason, resumable=not self.transport.ended)
 
     def refuse(self, reason: str) -> None:
         """Turn the connection away before anything else (over the connection limits)."""
@@ -155,7 +157,6 @@ class C2SStream:
     def shutdown(self, error: StreamError) -> None:
         """End the stream from our side (server stop); the read loop then sees the close."""
         self.reason = error.condition
-        self.ended_cleanly = True
         if self.session is not None:
             self.transport.close(error)
         else:
@@ -167,7 +168,6 @@ class C2SStream:
 
     def _close(self, close: Close) -> None:
         self.reason = close.reason
-        self.ended_cleanly = True
         self.transport.close(close.error, close.opening)
 
     # -- before binding ------------------------------------------------------------------
@@ -230,7 +230,6 @@ class C2SStream:
                         outcome = "bound"
                 case Close(error, reason, opening):
                     self.reason = reason
-                    self.ended_cleanly = True
                     transport.close(error, opening)
                     return "closed"
         return outcome
@@ -256,7 +255,6 @@ class C2SStream:
             for event in batch:
                 if isinstance(event, StreamClosed):
                     self.reason = "stream closed by client"
-                    self.ended_cleanly = True
                     self.transport.close()
                     return
                 await element(event)
@@ -291,7 +289,6 @@ class C2SStream:
         self.transport.write(data)
 
     def close(self, error: StreamError | None = None) -> None:
-        self.ended_cleanly = True
         self.transport.close(error)
 
     def adopt(self, session: Session) -> None:

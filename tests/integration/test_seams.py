@@ -154,3 +154,23 @@ async def test_a_resumption_nobody_can_honour_fails(xmpp: XmppServer) -> None:
     finally:
         raw.close()
 
+
+
+async def test_a_stream_that_was_ended_is_not_kept(xmpp: XmppServer) -> None:
+    """Only a lost connection is resumable: a closing tag (the client's here) ends the session
+    even when a module would keep it."""
+    await xmpp.account("alice@localhost")
+    ended = asyncio.Event()
+    xmpp.server.hosts["localhost"].hooks.on(events.SESSION_ENDED, lambda _ev: ended.set(), 10)
+    raw = await RawClient.connect(xmpp.port)
+    try:
+        await raw.login("alice", PASSWORD, resource="desk")
+        await raw.send(f"<enable xmlns='{KEEP}'/>")
+        await raw.expect(b"<enabled")
+        await raw.send("</stream:stream>")
+        assert (await raw.closed()).endswith(b"</stream:stream>")
+        async with asyncio.timeout(TIMEOUT):
+            await ended.wait()
+        assert xmpp.server.sessions.get(parse_jid("alice@localhost/desk")) is None
+    finally:
+        raw.close()
