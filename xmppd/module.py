@@ -15,11 +15,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lxml import etree
 
-from storage.shapes import Shape
 from xmppd import events
 from xmppd.hooks import Handler, Registration
 from xmppd.host import Host, Identity, Item, StreamFeature
@@ -27,8 +26,7 @@ from xmppd.router import StanzaEvent
 from xmppd.stanza import Stanza
 
 if TYPE_CHECKING:
-    from storage import AccountStore, ArchiveStore, OfflineStore
-    from storage.shapes import KeyValue, Map
+    from storage import AccountStore
     from xmppd.config import Config
     from xmppd.jid import JID
     from xmppd.rostercache import CachedRosters
@@ -85,6 +83,11 @@ class ModuleAPI:
         self._hooks: list[Registration] = []
         self._undo: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # `open_store(name, shape)`: a store of one shape (storage/shapes.py: KEY_VALUE per
+        # account, MAP per host, ARCHIVE, QUEUE) named `name`; a feature adds its storage by
+        # opening one, without touching the storage interfaces. (Modules load after the storage
+        # is open.)
+        self.open_store = server.storage.open_store
 
     # -- hooks --------------------------------------------------------------------------
     def on(self, event: str, handler: Handler, priority: int = 0) -> None:
@@ -172,20 +175,6 @@ class ModuleAPI:
     def rosters(self) -> CachedRosters:
         """The roster store, with the rosters of online accounts in memory and a lock per account."""
         return self._server.rosters
-
-    @overload
-    def open_store(self, name: str, shape: Literal[Shape.KEY_VALUE]) -> KeyValue: ...
-    @overload
-    def open_store(self, name: str, shape: Literal[Shape.MAP]) -> Map: ...
-    @overload
-    def open_store(self, name: str, shape: Literal[Shape.ARCHIVE]) -> ArchiveStore: ...
-    @overload
-    def open_store(self, name: str, shape: Literal[Shape.QUEUE]) -> OfflineStore: ...
-
-    def open_store(self, name: str, shape: Shape) -> KeyValue | Map | ArchiveStore | OfflineStore:
-        """A store of one shape (storage/shapes.py: key-value, map, archive, queue) named `name`;
-        a feature adds its storage by opening one, without touching the storage interfaces."""
-        return self._server.storage.open_store(name, shape)
 
     @property
     def config(self) -> Config:
