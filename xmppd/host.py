@@ -52,6 +52,8 @@ class Host:
         self.module_names = modules
         self.jid: JID = parse_jid(name)
         self.hooks = Hooks()
+        # What modules announce. Each registration is one entry (two modules may offer the same
+        # feature, and unloading one must not take it from the other): readers de-duplicate.
         self.features: list[str] = []
         # What the server offers on behalf of each account, answered for disco#info to a bare JID.
         self.account_features: list[str] = ["http://jabber.org/protocol/disco#info"]
@@ -66,14 +68,6 @@ class Host:
         # Features offered before authentication, e.g. XEP-0077's iq-register.
         self.pre_auth_features: list[StreamFeature] = []
         self.modules: dict[str, ModuleAPI] = {}
-
-    def add_feature(self, feature: str) -> None:
-        if feature not in self.features:
-            self.features.append(feature)
-
-    def remove_feature(self, feature: str) -> None:
-        if feature in self.features:
-            self.features.remove(feature)
 
     def __repr__(self) -> str:
         return f"<Host {self.name} ({self.kind})>"

@@ -83,6 +83,7 @@ class ModuleAPI:
         self._hooks: list[Registration] = []
         self._undo: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
         # `open_store(name, shape)`: a store of one shape (storage/shapes.py: KEY_VALUE per
         # account, MAP per host, ARCHIVE, QUEUE) named `name`; a feature adds its storage by
         # opening one, without touching the storage interfaces. (Modules load after the storage
@@ -120,9 +121,7 @@ class ModuleAPI:
 
     # -- what the host announces --------------------------------------------------------
     def add_feature(self, feature: str) -> None:
-        if feature not in self.host.features:
-            self.host.add_feature(feature)
-            self._undo.append(lambda: self.host.remove_feature(feature))
+        self._add(self.host.features, feature)
 
     def add_account_feature(self, feature: str) -> None:
         """A feature the server offers on behalf of each account (disco#info to a bare JID)."""
@@ -229,8 +228,13 @@ class ModuleAPI:
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
         """Call `callback` after `delay` seconds, unless the module is unloaded first."""
-        handle = asyncio.get_running_loop().call_later(delay, callback)
-        self._undo.append(handle.cancel)
+
+        def run() -> None:
+            self._timers.discard(handle)
+            callback()
+
+        handle = asyncio.get_running_loop().call_later(delay, run)
+        self._timers.add(handle)
         return handle
 
     def unload(self) -> None:
@@ -240,5 +244,8 @@ class ModuleAPI:
             undo()
         for task in self._tasks:
             task.cancel()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         self._hooks.clear()
         self._undo.clear()

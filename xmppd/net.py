@@ -132,11 +132,12 @@ class TcpTransport(asyncio.Protocol):
     def restart(self) -> None:
         self.parser.reset()
 
-    async def start_tls(self, domain: str | None) -> None:
+    def quiet(self) -> bool:
         # asyncio's start_tls would drop bytes already received: a client that pipelined data
-        # after <starttls/> would lose it silently, so such a stream is refused instead.
-        if self._received or self._eof or not self._last.rstrip().endswith(b">"):
-            raise StreamError("policy-violation", "data sent after <starttls/> before the TLS handshake")
+        # after <starttls/> would lose it silently, so the driver refuses such a stream.
+        return not self._received and not self._eof and self._last.rstrip().endswith(b">")
+
+    async def start_tls(self, domain: str | None) -> None:
         self.flush()
         assert self._transport is not None
         context = self.server.tls.starttls(domain)
@@ -172,7 +173,8 @@ class TcpTransport(asyncio.Protocol):
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing %s: it does not read what it is sent", self.address)
-            transport.write(tcp_close(StreamError("policy-violation", "too slow reading")))
+            if not self.ended:  # a stream we are closing anyway has its closing tag already
+                transport.write(tcp_close(StreamError("policy-violation", "too slow reading")))
             self.closed = self.ended = True
             transport.abort()
 

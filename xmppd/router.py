@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from xmppd.sessions import SessionRegistry
 
 log = logging.getLogger("xmppd.router")
+IQ_TAG = f"{{{CLIENT_NS}}}iq"
 
 
 def delivery_targets(sessions: SessionRegistry, stanza: Stanza) -> list[Session]:
@@ -99,8 +100,8 @@ class StanzaEvent:
 class Router:
     def __init__(self, server: Server) -> None:
         self.server = server
-        # iqs the server sent (`mod.send_iq`) by id: who must answer, and who waits for it.
-        self._awaiting: dict[str, tuple[JID, asyncio.Future[Stanza]]] = {}
+        # iqs the server sent (`mod.send_iq`) by id: who must answer, to whom, and who waits.
+        self._awaiting: dict[str, tuple[JID, JID | None, asyncio.Future[Stanza]]] = {}
 
     # -- ingress ------------------------------------------------------------------------
     async def process(self, origin: Session, element: etree._Element) -> None:
@@ -140,7 +141,8 @@ class Router:
         return True
 
     def _answer_malformed(self, origin: Session, element: etree._Element, error: StanzaError) -> None:
-        if element.get("type") == "error":
+        # RFC 6120 §8.3.1 / §8.2.3: an error or an iq result is never answered.
+        if element.get("type") == "error" or (element.tag == IQ_TAG and element.get("type") == "result"):
             return
         reply = make_element(str(element.tag), {"type": "error"})
         if element.get("id") is not None:
@@ -194,7 +196,7 @@ class Router:
         answer (and remote-server-timeout when none comes within `patience` seconds)."""
         assert stanza.kind == "iq" and stanza.id is not None and stanza.to is not None
         future: asyncio.Future[Stanza] = asyncio.get_running_loop().create_future()
-        self._awaiting[stanza.id] = (stanza.to, future)
+        self._awaiting[stanza.id] = (stanza.to, stanza.from_, future)
         try:
             await self.deliver(stanza, None)
             async with asyncio.timeout(patience):
@@ -208,13 +210,16 @@ class Router:
         return answer
 
     def _answers(self, stanza: Stanza) -> bool:
-        """Whether an iq result/error answers one of ours: only from whom it was asked of
-        (RFC 6120 §8.2.3: an id is matched together with the address)."""
+        """Whether an iq result/error answers one of ours: from whom it was asked of, to whom
+        asked (RFC 6120 §8.2.3: an id is matched together with the addresses)."""
         waiting = self._awaiting.get(stanza.id or "")
-        if waiting is None or stanza.from_ != waiting[0]:
+        if waiting is None:
             return False
-        if not waiting[1].done():
-            waiting[1].set_result(stanza)
+        asked, asker, future = waiting
+        if stanza.from_ != asked or (asker is not None and stanza.to != asker):
+            return False
+        if not future.done():
+            future.set_result(stanza)
         return True
 
     @staticmethod

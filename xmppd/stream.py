@@ -80,8 +80,11 @@ class Transport(Protocol):
     def restart(self) -> None:
         """What comes next is a new stream (after STARTTLS or SASL, RFC 6120 §4.3.3)."""
 
+    def quiet(self) -> bool:
+        """Nothing received beyond the last complete element (STARTTLS may begin)."""
+
     async def start_tls(self, domain: str | None) -> None:
-        """Upgrade to TLS now; StreamError if the transport cannot (or data was pipelined)."""
+        """Upgrade to TLS now (after `<proceed/>` went out)."""
 
 
 class StreamHandle(Protocol):
@@ -192,6 +195,10 @@ class C2SStream:
     async def _carry_out(self, actions: list[Action], *, pipelined: bool) -> str:
         outcome = ""
         transport = self.transport
+        if any(isinstance(action, StartTLS) for action in actions) and (pipelined or not transport.quiet()):
+            # Refused before <proceed/> goes out: after it, the client speaks TLS (RFC 6120
+            # §5.4.2.3) and would never read the error.
+            raise StreamError("policy-violation", "data sent after <starttls/> before the TLS handshake")
         while actions:
             action, actions = actions[0], actions[1:]
             match action:
@@ -200,8 +207,6 @@ class C2SStream:
                 case Open(opening, features):
                     transport.open(opening, features)
                 case StartTLS():
-                    if pipelined:
-                        raise StreamError("policy-violation", "data sent after <starttls/> before the TLS handshake")
                     await transport.start_tls(self.negotiation.domain)
                     actions = self.negotiation.tls_established() + actions
                 case ResetParser():

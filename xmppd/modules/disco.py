@@ -87,12 +87,12 @@ def info_reply(
 ) -> Stanza:
     reply = ev.stanza.reply()
     query = element(f"{{{INFO_NS}}}query", {"node": node} if node else None, parent=reply.element)
-    for identity in sorted(identities):
+    for identity in sorted(set(identities)):
         attrib = {"category": identity.category, "type": identity.type}
         if identity.name:
             attrib["name"] = identity.name
         element(f"{{{INFO_NS}}}identity", attrib, parent=query)
-    for feature in sorted(features):
+    for feature in sorted(set(features)):
         element(f"{{{INFO_NS}}}feature", {"var": feature}, parent=query)
     for form in forms:
         query.append(copy.deepcopy(form))
@@ -102,9 +102,9 @@ def info_reply(
 def caps_ver(host: Host) -> str:
     """XEP-0115 §5.1 verification string of the host's disco#info (SHA-1, base64)."""
     parts = []
-    for identity in sorted(host.identities):
+    for identity in sorted(set(host.identities)):
         parts.append(f"{identity.category}/{identity.type}//{identity.name or ''}<")
-    parts.extend(f"{feature}<" for feature in sorted(host.features))
+    parts.extend(f"{feature}<" for feature in sorted(set(host.features)))
     for form in sorted(host.extensions, key=_form_type):
         parts.append(f"{_form_type(form)}<")
         fields = [f for f in form.iter(f"{{{DATA_NS}}}field") if f.get("var") != "FORM_TYPE"]
