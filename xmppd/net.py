@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 from xmppd.errors import StreamError
@@ -52,6 +51,7 @@ class TcpTransport(asyncio.Protocol):
         self._received_size = 0
         self._last = b""
         self._eof = False
+        self._parse_error: StreamError | None = None
         self._wakeup: asyncio.Future[None] | None = None
         # Written in this loop pass, not yet sent.
         self._out: list[bytes] = []
@@ -107,27 +107,27 @@ class TcpTransport(asyncio.Protocol):
             server.release(self.address)
 
     # -- Transport: input ------------------------------------------------------------------
-    async def events(self) -> AsyncIterator[list[Event]]:
-        while True:
-            if not self._received:
-                if self._eof:
-                    return
-                assert self._transport is not None
-                self._transport.resume_reading()
-                self._wakeup = self._loop.create_future()
-                await self._wakeup
-                continue
-            received = self._received
-            data = received[0] if len(received) == 1 else b"".join(received)
-            received.clear()
-            self._received_size = 0
-            self._last = data
-            try:
-                events = self.parser.feed(data)
-            except StreamError as error:
-                yield error.partial  # what came before the fault is handled first
-                raise
-            yield events
+    async def read(self) -> list[Event] | None:
+        if self._parse_error is not None:
+            raise self._parse_error
+        while not self._received:
+            if self._eof:
+                return None
+            assert self._transport is not None
+            self._transport.resume_reading()
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
+        received = self._received
+        data = received[0] if len(received) == 1 else b"".join(received)
+        received.clear()
+        self._received_size = 0
+        self._last = data
+        try:
+            return self.parser.feed(data)
+        except StreamError as error:
+            # What came before the fault is handled first; the next read raises.
+            self._parse_error = error
+            return error.partial
 
     def restart(self) -> None:
         self.parser.reset()

@@ -104,23 +104,25 @@ class Router:
         self._awaiting: dict[str, tuple[JID, JID | None, asyncio.Future[Stanza]]] = {}
 
     # -- ingress ------------------------------------------------------------------------
-    async def process(self, origin: Session, element: etree._Element) -> None:
-        """A top-level element from a bound client stream (RFC 6120 §8.1)."""
+    async def process(self, origin: Session, element: etree._Element) -> bool:
+        """A top-level element from a bound client stream (RFC 6120 §8.1); False when it is not
+        a stanza (the stream driver offers it to the modules), True when it was handled."""
         try:
             stanza = Stanza.parse(element)
         except ValueError:
-            raise StreamError("unsupported-stanza-type", f"{etree.QName(element).localname} is not a stanza") from None
+            return False
         except StanzaError as error:
             self._answer_malformed(origin, element, error)
-            return
+            return True
         self._check_from(stanza, origin)
         stanza.set_from(origin.jid)
         if stanza.to is None and stanza.kind == "message":
             # RFC 6120 §10.3.3: a message without 'to' is for the sender's own account.
             stanza.set_to(origin.bare)
         if stanza.kind == "iq" and not self._valid_iq(stanza, origin):
-            return
+            return True
         await self.post(stanza, origin)
+        return True
 
     @staticmethod
     def _check_from(stanza: Stanza, origin: Session) -> None:

@@ -76,7 +76,6 @@ class Session:
         "output",
         "presence",
         "priority",
-        "state",
     )
 
     def __init__(self, host: Host, jid: JID, transport: Sink | None, address: str = "") -> None:
@@ -94,8 +93,6 @@ class Session:
         self.flags: frozenset[str] = frozenset()
         # RFC 6121 §4.6: JIDs this resource sent directed presence to.
         self.directed: set[JID] = set()
-        # Per-session state of modules that no one else reads, keyed by module name.
-        self.state: dict[str, object] = {}
         self.closed = False
 
     @property
@@ -112,7 +109,15 @@ class Session:
         return self.link.transport is not None
 
     def send(self, stanza: etree._Element) -> None:
-        self.output.send(stanza, etree.tostring(stanza))
+        data = etree.tostring(stanza)
+        output = self.output
+        if output is self.link:
+            # Unwrapped (the common case): straight to the transport, one call less per stanza.
+            transport = output.transport
+            if transport is not None:
+                transport.write(data)
+        else:
+            output.send(stanza, data)
 
     def send_bytes(self, data: bytes) -> None:
         """A stanza already serialised (a stored offline message)."""

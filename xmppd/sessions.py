@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import secrets
+from collections.abc import Iterable
 
 from lxml import etree
 
@@ -28,18 +29,23 @@ class SessionRegistry(abc.ABC):
         """The session bound to a full JID."""
 
     @abc.abstractmethod
+    def each_resource(self, bare: JID) -> Iterable[Session]:
+        """Every bound resource of an account, available or not, without a copy: for reading
+        right away, not across an await."""
+
     def resources(self, bare: JID) -> list[Session]:
         """Every bound resource of an account, available or not."""
+        return list(self.each_resource(bare))
 
     def available(self, bare: JID) -> list[Session]:
         """Resources that sent initial presence (RFC 6121 §1.3 'available resources')."""
-        return [s for s in self.resources(bare) if s.presence is not None]
+        return [s for s in self.each_resource(bare) if s.presence is not None]
 
     def top_resources(self, bare: JID) -> list[Session]:
         """Available resources of the highest non-negative priority (RFC 6121 §8.5.2.1.1)."""
         best: list[Session] = []
         top = 0
-        for session in self.resources(bare):
+        for session in self.each_resource(bare):
             if session.presence is None or session.priority < 0:
                 continue
             if not best or session.priority > top:
@@ -87,8 +93,9 @@ class LocalSessions(SessionRegistry):
     def get(self, full: JID) -> Session | None:
         return self._by_full.get(full)
 
-    def resources(self, bare: JID) -> list[Session]:
-        return list(self._by_bare.get(bare, {}).values())
+    def each_resource(self, bare: JID) -> Iterable[Session]:
+        resources = self._by_bare.get(bare)
+        return resources.values() if resources is not None else ()
 
     def free_resource(self, bare: JID) -> str:
         taken = self._by_bare.get(bare, {})

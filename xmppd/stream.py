@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from lxml import etree
@@ -41,7 +40,6 @@ from xmppd.negotiation import (
     StreamElement,
 )
 from xmppd.sasl import verify_plain
-from xmppd.stanza import CLIENT_NS
 from xmppd.xml import Event, StreamClosed
 
 if TYPE_CHECKING:
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from xmppd.session import Session
 
 log = logging.getLogger("xmppd.c2s")
-STANZA_TAGS = frozenset(f"{{{CLIENT_NS}}}{kind}" for kind in events.KINDS)
 
 
 class Transport(Protocol):
@@ -61,10 +58,9 @@ class Transport(Protocol):
     # True once our side ended the stream (a closing tag went out, with or without an error).
     ended: bool
 
-    def events(self) -> AsyncIterator[list[Event]]:
-        """Batches of stream events as they arrive; ends when the peer is gone. A malformed
-        stream yields the events before the fault, then raises StreamError."""
-        ...
+    async def read(self) -> list[Event] | None:
+        """The next batch of stream events as they arrive; None when the peer is gone. A
+        malformed stream gives the events before the fault, then raises StreamError."""
 
     def open(self, opening: Opening, features: bytes) -> None: ...
 
@@ -121,15 +117,14 @@ class C2SStream:
     async def run(self) -> None:
         self.task = asyncio.current_task()
         try:
-            batches = self.transport.events()
             try:
                 async with asyncio.timeout(self.server.config.c2s.auth_timeout):
-                    bound = await self._negotiate(batches)
+                    bound = await self._negotiate()
             except TimeoutError:
                 self._close(self.negotiation.fail(StreamError("connection-timeout", "authentication took too long")))
                 return
             if bound:
-                await self._route(batches)
+                await self._route()
             else:
                 self._lost("peer closed the connection")
         except StreamError as error:
@@ -174,9 +169,10 @@ class C2SStream:
         self.transport.close(close.error, close.opening)
 
     # -- before binding ------------------------------------------------------------------
-    async def _negotiate(self, batches: AsyncIterator[list[Event]]) -> bool:
+    async def _negotiate(self) -> bool:
         """Drive negotiation until a resource is bound (True) or the stream ends (False)."""
-        async for batch in batches:
+        read = self.transport.read
+        while (batch := await read()) is not None:
             for index, event in enumerate(batch):
                 rest = batch[index + 1 :]
                 outcome = await self._carry_out(self.negotiation.receive(event), pipelined=bool(rest))
@@ -254,9 +250,9 @@ class C2SStream:
         self.transport.write(data)
 
     # -- after binding -------------------------------------------------------------------
-    async def _route(self, batches: AsyncIterator[list[Event]]) -> None:
-        element = self._element
-        async for batch in batches:
+    async def _route(self) -> None:
+        element, read = self._element, self.transport.read
+        while (batch := await read()) is not None:
             for event in batch:
                 if isinstance(event, StreamClosed):
                     self.reason = "stream closed by client"
@@ -272,9 +268,7 @@ class C2SStream:
         assert session is not None
         if session.closed or session.link.transport is not self.transport:
             raise ConnectionResetError("the session was replaced or moved to another stream")
-        if event.tag in STANZA_TAGS:
-            await self.server.router.process(session, event)
-        else:
+        if not await self.server.router.process(session, event):
             await self._stream_element(event)
 
     async def _stream_element(self, element: etree._Element) -> None:
