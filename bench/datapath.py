@@ -1,0 +1,166 @@
+"""The server's own cost per routed message, measured in one process without sockets or TLS.
+
+`bench/run.sh` measures whole servers over loopback TLS, where the figures of one version move by
+10% and more between runs on a shared VM. This measures only what xmppd's code does per message,
+in CPU time (`time.process_time`), best of several rounds, so two versions can be compared to a
+percent or two:
+
+- `core`: `Router.process` of a chat message from a bound, available session to another (hooks,
+  blocking, carbons, offline, delivery into a transport that only counts);
+- `wire`: bytes in through the real TCP transport and stream driver (parse, route, deliver,
+  coalesced writes into a fake asyncio transport), `--chunk` messages per read.
+
+    python -m bench.datapath [--rounds 7] [--chunk 2]      # pin it: taskset -c 0 python -m ...
+
+Uses a throw-away SQLite database; the optional modules are those `bench/run.sh` loads without
+the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+import storage as storage_api
+from xmppd.config import load_config
+from xmppd.jid import parse_jid
+from xmppd.module import load_module
+from xmppd.net import TcpTransport
+from xmppd.server import Server
+from xmppd.stream import C2SStream
+
+MODULES = ("ping", "version", "register", "caps", "contact_addresses", "offline", "carbons", "blocking")
+HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+)
+PAIRS, PER_SENDER = 50, 400
+
+
+class CountingTransport:
+    """An asyncio transport that counts what it is given and never blocks."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+async def start_server(tmp: Path) -> Server:
+    config = dataclasses.replace(load_config(None), hosts=("localhost",), modules=MODULES, data_dir=tmp)
+    defaults = {
+        name: {key: option.default for key, option in getattr(load_module(name), "OPTIONS", {}).items()}
+        for name in config.all_modules
+    }
+    config = dataclasses.replace(config, module_options=defaults)
+    storage = await storage_api.open_storage("sqlite", sqlite_path=str(tmp / "bench.sqlite3"))
+    await storage.migrate()
+    server = Server(config, storage=storage)
+    for host in server.hosts.values():
+        await server.load_modules(host)
+    return server
+
+
+async def endpoint(server: Server, user: str) -> tuple[C2SStream, TcpTransport, CountingTransport]:
+    """A bound, available session on a real TcpTransport whose asyncio side is a counter."""
+    assert await server.storage.accounts.create("localhost", user, [])
+    transport = TcpTransport(server, direct_tls=True)
+    counter = CountingTransport()
+    transport._transport = counter  # type: ignore[assignment]  # the asyncio side, faked
+    stream = C2SStream(server, transport, tls_active=True)
+    stream.session = await server.bind(parse_jid(f"{user}@localhost/r"), transport, "127.0.0.1")
+    transport.parser.feed(HEADER)
+    await server.router.process(stream.session, etree.fromstring("<presence xmlns='jabber:client'/>"))
+    return stream, transport, counter
+
+
+def messages(rnd: int, sender: int) -> list[bytes]:
+    body = "a" * 100
+    to = f"r{rnd}u{sender ^ 1}@localhost/r"
+    return [
+        f"<message to='{to}' type='chat' id='m{k}'><body>{body}</body></message>".encode() for k in range(PER_SENDER)
+    ]
+
+
+async def core_round(server: Server, rnd: int) -> float:
+    ends = [await endpoint(server, f"r{rnd}u{i}") for i in range(2 * PAIRS)]
+    namespaced = b"<message xmlns='jabber:client' "
+    elements = [
+        [etree.fromstring(text.replace(b"<message ", namespaced, 1)) for text in messages(rnd, i)]
+        for i in range(2 * PAIRS)
+    ]
+    process = server.router.process
+    started = time.process_time()
+    for k in range(PER_SENDER):
+        for (stream, _transport, _counter), mine in zip(ends, elements, strict=True):
+            assert stream.session is not None
+            await process(stream.session, mine[k])
+    await asyncio.sleep(0)  # the coalesced writes of the last pass
+    return time.process_time() - started
+
+
+async def wire_round(server: Server, rnd: int, chunk: int) -> float:
+    ends = [await endpoint(server, f"r{rnd}u{i}") for i in range(2 * PAIRS)]
+
+    async def drive(stream: C2SStream, transport: TcpTransport, texts: list[bytes]) -> None:
+        routing = asyncio.ensure_future(stream._route())
+        for start in range(0, len(texts), chunk):
+            transport.data_received(b"".join(texts[start : start + chunk]))
+            while transport._received:  # noqa: ASYNC110  # a client that sends when the server has read
+                await asyncio.sleep(0)
+        transport.eof_received()
+        await routing
+
+    started = time.process_time()
+    await asyncio.gather(*(drive(s, t, messages(rnd, i)) for i, (s, t, _c) in enumerate(ends)))
+    await asyncio.sleep(0)
+    elapsed = time.process_time() - started
+    assert sum(counter.written for _s, _t, counter in ends) > 2 * PAIRS * PER_SENDER * 100
+    return elapsed
+
+
+async def main(args: Any) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = await start_server(Path(tmp))
+        gc.collect()
+        gc.freeze()  # as `xmppd serve` does
+        count = 2 * PAIRS * PER_SENDER
+        for name, run in (("core", core_round), ("wire", wire_round)):
+            best = float("inf")
+            for rnd in range(args.rounds):
+                extra = (args.chunk,) if name == "wire" else ()
+                best = min(best, await run(server, rnd + (1000 if name == "wire" else 0), *extra))
+                for session in server.sessions.all():
+                    await server.session_ended(session, "round over")
+            print(f"{name}: {best / count * 1e6:.2f} us/message (best of {args.rounds} rounds of {count})")
+        await server.storage.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--chunk", type=int, default=2, help="messages per read in the wire measurement")
+    asyncio.run(main(parser.parse_args()))
