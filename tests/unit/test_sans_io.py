@@ -24,6 +24,8 @@ SANS_IO = [
     "xmppd.jid",
     "xmppd.sasl",
     "xmppd.negotiation",
+    "xmppd.framing",
+    "xmppd.events",
     "xmppd.errors",
     "xmppd.hooks",
     "xmppd.stanza",
