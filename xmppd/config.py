@@ -56,6 +56,22 @@ class C2SConfig:
     auth_timeout: float = 30.0
     max_connections: int = 10000
     max_connections_per_ip: int = 100
+    # Streams not yet authenticated have their own, smaller budget (issue 10): when it is full
+    # the oldest are closed first, and while it is over half full `busy_auth_timeout` applies.
+    max_unauthenticated: int = 1000
+    max_unauthenticated_per_ip: int = 10
+    busy_auth_timeout: float = 5.0
+    # XML limits per element (beyond max_stanza_size): policy-violation past any of them.
+    max_attributes: int = 64
+    max_children: int = 512
+    max_depth: int = 32
+    # Per-session rate limits (token buckets): reads pause while a session is over them, and a
+    # session over them for `max_throttled_seconds` in a row is closed with policy-violation.
+    stanza_rate: float = 200.0
+    stanza_burst: int = 1000
+    byte_rate: int = 512 * 1024
+    byte_burst: int = 2 * 1024 * 1024
+    max_throttled_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,14 @@ class AuthConfig:
     max_failures_per_stream: int = 3
     # Failed logins from one address are answered ever more slowly, up to this many seconds.
     max_failure_delay: float = 5.0
+    # Past these counts of failed logins within `lockout_seconds`, further attempts are refused
+    # outright (not checked) until that long after the last failure: an account from one address
+    # (IPv6 by /64), one address for any accounts, and an account from many addresses (then only
+    # addresses with no failure on record may still try, so its owner gets in).
+    lockout_after: int = 5
+    address_lockout_after: int = 20
+    account_lockout_after: int = 50
+    lockout_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +310,17 @@ def _c2s(reader: _Reader) -> C2SConfig:
         auth_timeout=reader.number("auth_timeout", 30.0, 1.0),
         max_connections=reader.integer("max_connections", 10000, 1),
         max_connections_per_ip=reader.integer("max_connections_per_ip", 100, 1),
+        max_unauthenticated=reader.integer("max_unauthenticated", 1000, 1),
+        max_unauthenticated_per_ip=reader.integer("max_unauthenticated_per_ip", 10, 1),
+        busy_auth_timeout=reader.number("busy_auth_timeout", 5.0, 1.0),
+        max_attributes=reader.integer("max_attributes", 64, 8, 100_000),
+        max_children=reader.integer("max_children", 512, 16, 1_000_000),
+        max_depth=reader.integer("max_depth", 32, 8, 10_000),
+        stanza_rate=reader.number("stanza_rate", 200.0, 1.0),
+        stanza_burst=reader.integer("stanza_burst", 1000, 1),
+        byte_rate=reader.integer("byte_rate", 512 * 1024, 1024),
+        byte_burst=reader.integer("byte_burst", 2 * 1024 * 1024, 1024, 2**40),
+        max_throttled_seconds=reader.number("max_throttled_seconds", 10.0, 1.0),
     )
     reader.finish()
     return config
@@ -323,6 +358,10 @@ def _auth(reader: _Reader) -> AuthConfig:
         scram_iterations=reader.integer("scram_iterations", 4096, 4096, 10_000_000),
         max_failures_per_stream=reader.integer("max_failures_per_stream", 3, 1, 100),
         max_failure_delay=reader.number("max_failure_delay", 5.0, 0.0),
+        lockout_after=reader.integer("lockout_after", 5, 1),
+        address_lockout_after=reader.integer("address_lockout_after", 20, 1),
+        account_lockout_after=reader.integer("account_lockout_after", 50, 1),
+        lockout_seconds=reader.number("lockout_seconds", 600.0, 1.0),
     )
     reader.finish()
     return config
