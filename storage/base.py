@@ -236,6 +236,16 @@ class Storage(abc.ABC):
         if problem is not None:
             raise problem
 
+    async def check_integrity(self) -> None:
+        """Raise DamagedDatabaseError (storage.errors), naming the database and what to do, if a quick
+        check finds it damaged. The server runs it once at start. The default does nothing: a
+        database server (PostgreSQL) checks its own pages; SQLite runs PRAGMA quick_check."""
+        return
+
+    def describe(self) -> str:
+        """The database, in words for the operator (a file path, a schema): never a password."""
+        return f"the {self.backend} database"
+
     async def __aenter__(self) -> Storage:
         return self
 

@@ -18,3 +18,9 @@ class SchemaError(StorageError):
         super().__init__(message)
         self.current = current
         self.expected = expected
+
+
+class DamagedDatabaseError(StorageError):
+    """The database is damaged, or the file is not a database at all: the message names it and says
+    how to restore or salvage it. Raised by the integrity check at start (Storage.check_integrity)
+    and by any operation that meets the damage."""

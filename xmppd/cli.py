@@ -213,7 +213,7 @@ def _with_storage(config: Config, run: Callable[[Storage], Awaitable[int]], *, c
             if check_schema:
                 from xmppd.server import prepare_schema
 
-                await prepare_schema(storage)
+                await prepare_schema(storage, config.data_dir)
             return await run(storage)
         finally:
             await storage.close()

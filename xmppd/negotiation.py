@@ -371,6 +371,12 @@ class C2SNegotiation:
         self._scram = scram
         return [FetchCredentials(self.domain, username, MECHANISM_HASHES[self._mechanism])]
 
+    def refused(self) -> list[Action]:
+        """The attempt is refused without checking the password (too many failures: RFC 6120
+        §13.12, XEP-0205); temporary-auth-failure tells the client it may try again later (§6.5.12)."""
+        username = self._scram.username if self._scram is not None else self._pending_user
+        return self._sasl_failure(username or None, "temporary-auth-failure")
+
     def credentials_loaded(self, credentials: ScramCredentials | None) -> list[Action]:
         assert self._scram is not None
         return [Send(self._sasl("challenge", self._scram.server_first(credentials)))]

@@ -32,6 +32,8 @@ log = logging.getLogger("xmppd.c2s")
 READ_SIZE = 64 * 1024
 # A reader this far behind is cut off rather than buffered without end.
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
+# Seconds a closed stream keeps reading (and dropping) what its peer still sends: see close().
+LINGER = 1.0
 
 
 class TcpTransport(asyncio.Protocol):
@@ -41,6 +43,7 @@ class TcpTransport(asyncio.Protocol):
         self.parser = XmlStream(server.config.c2s.max_stanza_size)
         self.address = ""
         self.closed = False
+        self.received_bytes = 0
         # We ended the stream (closing tag sent): whatever follows, it is not resumable.
         self.ended = False
         self.task: asyncio.Task[None] | None = None
@@ -53,6 +56,7 @@ class TcpTransport(asyncio.Protocol):
         self._eof = False
         self._parse_error: StreamError | None = None
         self._wakeup: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
         # Written in this loop pass, not yet sent.
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -68,8 +72,11 @@ class TcpTransport(asyncio.Protocol):
         self.task = self._loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
+        if self._linger is not None:
+            return  # the stream is over: what the peer still sends is read and dropped
         self._received.append(data)
         self._received_size += len(data)
+        self.received_bytes += len(data)
         if self._received_size > READ_SIZE and self._transport is not None:
             self._transport.pause_reading()  # resumed when the driver asks for more
         self._wake()
@@ -77,11 +84,15 @@ class TcpTransport(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
+        if self._linger is not None and self._transport is not None:
+            self._transport.close()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self.closed = True
+        if self._linger is not None:
+            self._linger.cancel()
         self._wake()
 
     def _wake(self) -> None:
@@ -99,12 +110,10 @@ class TcpTransport(asyncio.Protocol):
             self.drop()
             return
         log.info("connected %s%s", self.address, " (Direct TLS)" if self.direct_tls else "")
-        server.streams.add(stream)
         try:
-            await stream.run()
+            await stream.run(server.stream_started(stream))
         finally:
-            server.streams.discard(stream)
-            server.release(self.address)
+            server.stream_ended(stream)
 
     # -- Transport: input ------------------------------------------------------------------
     async def read(self) -> list[Event] | None:
@@ -179,19 +188,43 @@ class TcpTransport(asyncio.Protocol):
             transport.abort()
 
     def close(self, error: StreamError | None = None, opening: Opening | None = None) -> None:
+        """Our closing tag (after the error), then a lingering close: closing a socket that still
+        has unread input makes the kernel send a reset, which can destroy the error on its way to
+        the peer (a flooder has plenty unread). So what arrives is read and dropped until the peer
+        closes its side (then we close ours) or LINGER seconds pass (then the connection is cut)."""
         if self.closed:
             return
         self._out.append(tcp_close(error, opening))
         self.ended = True
-        self.drop()
+        self.flush()
+        self.closed = True
+        transport = self._transport
+        if transport is None or self._eof or transport.is_closing():
+            self._close_now()
+            return
+        self._received.clear()
+        # A peer still talking after LINGER seconds is not listening: cut (a TLS close would
+        # wait for its close_notify).
+        self._linger = self._loop.call_later(LINGER, transport.abort)
+        transport.resume_reading()
 
     def drop(self) -> None:
         if self.closed:
             return
         self.flush()
         self.closed = True
+        self._close_now()
+
+    def _close_now(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self._linger is not None:
+            self._linger.cancel()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 async def listen(server: Server, interfaces: tuple[str, ...], port: int, *, direct_tls: bool) -> asyncio.Server:

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from xmppd.stream import C2SStream, StreamHandle
 
 log = logging.getLogger("xmppd")
-# How long a stopping server waits for streams to close before it cuts them.
-STOP_GRACE = 5.0
+# How long a stopping server waits for streams to close before it cuts them, and then again for
+# the cut ones and for background work.
+STOP_GRACE = 1.0
 
 
 def make_hosts(config: Config) -> dict[str, Host]:
@@ -71,14 +72,22 @@ class Server:
         if storage is not None:
             self._use_storage(storage)
         self.router = Router(self)
-        self.throttle = AuthThrottle(config.auth.max_failure_delay)
+        # Read from the data directory, or made now and written only once start() has passed the
+        # storage checks: the file is evidence that a server really ran here (prepare_schema).
+        self.secret = server_secret(config.data_dir)
+        auth = config.auth
+        self.throttle = AuthThrottle(
+            max_delay=auth.max_failure_delay, lockout_after=auth.lockout_after,
+            address_lockout_after=auth.address_lockout_after, account_lockout_after=auth.account_lockout_after,
+            lockout_seconds=auth.lockout_seconds,
+        )
         self.negotiation_policy = Policy(
             served=lambda domain: domain in self.hosts and self.hosts[domain].kind == "user",
             tls_available=True,
             require_encryption=config.c2s.require_encryption,
             mechanisms=config.auth.mechanisms,
             max_auth_failures=config.auth.max_failures_per_stream,
-            unknown_user_secret=server_secret(config.data_dir),
+            unknown_user_secret=self.secret,
             features=self._stream_features,
         )
         self.tls: TLSContexts
@@ -86,6 +95,8 @@ class Server:
         self.ports: dict[str, int] = {}
         self._connections: dict[str, int] = {}
         self.streams: set[C2SStream] = set()
+        # Streams not yet authenticated, oldest first (the pre-auth budget, issue 10).
+        self._unauthenticated: dict[C2SStream, None] = {}
         # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
         self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
@@ -94,7 +105,13 @@ class Server:
     async def start(self) -> None:
         if self._given_storage is None:
             self._use_storage(await open_configured_storage(self.config))
-        await prepare_schema(self.storage)
+        try:
+            await prepare_schema(self.storage, self.config.data_dir, check_integrity=True)
+        except BaseException:
+            if self._given_storage is None:
+                await self.storage.close()
+            raise
+        keep_server_secret(self.config.data_dir, self.secret)
         limit_tls_read_buffers()
         self.tls = TLSContexts(self.config)
         for host in self.hosts.values():
@@ -133,7 +150,8 @@ class Server:
 
     async def stop(self) -> None:
         """Close every stream with system-shutdown (RFC 6120 §4.9.3.17), end the sessions, let
-        the work in flight finish, unload the modules, then close the storage."""
+        the work in flight finish, unload the modules, then close the storage. A peer that does
+        not read its closing is cut off after STOP_GRACE seconds: it never holds the stop up."""
         for listener in self.listeners:
             listener.close()
         shutdown = StreamError("system-shutdown", "the server is stopping")
@@ -141,9 +159,12 @@ class Server:
             stream.shutdown(shutdown)
         tasks = [stream.task for stream in self.streams if stream.task is not None]
         if tasks:
-            # Closing the transports ends each stream's read loop; a dead peer is not waited for.
             _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-            for task in pending:
+            if pending:
+                for stream in list(self.streams):
+                    stream.transport.abort()  # its read loop then ends as for any lost connection
+                _done, pending = await asyncio.wait(pending, timeout=STOP_GRACE)
+            for task in pending:  # not seen here: aborting ends every read loop
                 task.cancel()
         for session in self.sessions.all():
             await self.session_ended(session, "server shutdown")
@@ -180,6 +201,38 @@ class Server:
             return "too many connections from this address"
         self._connections[address] = self._connections.get(address, 0) + 1
         return None
+
+    def stream_started(self, stream: C2SStream) -> float:
+        """A new stream takes a pre-auth slot; returns the time it has to authenticate. When the
+        slots (in all, or of its address) are full, the oldest unauthenticated stream there is
+        closed for it; when more than half are taken, newcomers get the short timeout and the
+        waiting ones have it from now on."""
+        limits = self.config.c2s
+        self.streams.add(stream)
+        mine = [other for other in self._unauthenticated if other.address == stream.address]
+        if len(mine) >= limits.max_unauthenticated_per_ip:
+            self._evict(mine[0])
+        elif len(self._unauthenticated) >= limits.max_unauthenticated:
+            self._evict(next(iter(self._unauthenticated)))
+        self._unauthenticated[stream] = None
+        if len(self._unauthenticated) * 2 <= limits.max_unauthenticated:
+            return limits.auth_timeout
+        for waiting in self._unauthenticated:
+            waiting.hurry(limits.busy_auth_timeout)
+        return min(limits.auth_timeout, limits.busy_auth_timeout)
+
+    def _evict(self, stream: C2SStream) -> None:
+        log.warning("closing the unauthenticated stream from %s: its pre-auth slot is needed", stream.address)
+        self._unauthenticated.pop(stream, None)
+        stream.refuse("too many unauthenticated connections")
+
+    def stream_authenticated(self, stream: C2SStream) -> None:
+        self._unauthenticated.pop(stream, None)
+
+    def stream_ended(self, stream: C2SStream) -> None:
+        self.streams.discard(stream)
+        self._unauthenticated.pop(stream, None)
+        self.release(stream.address)
 
     def release(self, address: str) -> None:
         count = self._connections.get(address, 0) - 1
@@ -254,15 +307,53 @@ class Server:
             raise StreamError("not-authorized", "authenticate before sending stanzas")
 
 
+SECRET_FILE = "server.secret"
+# What only an earlier start leaves in the data directory: the secret is written once a start has
+# passed the storage checks (prepare_schema), the self-signed certificate after them (Server.start,
+# xmppd/tls.py). So none of them exists when prepare_schema looks, unless a server ran here before.
+EARLIER_START_FILES = (SECRET_FILE, "selfsigned.crt", "selfsigned.key")
+
+
 def server_secret(data_dir: Path) -> bytes:
-    """A random secret kept in the data directory, made on first start."""
-    path = data_dir / "server.secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+    """The random secret kept in the data directory, or a new one (see keep_server_secret)."""
+    path = data_dir / SECRET_FILE
+    return path.read_bytes() if path.exists() else secrets.token_bytes(32)
+
+
+def keep_server_secret(data_dir: Path, secret: bytes) -> None:
+    """Write a new secret once a start has passed the storage checks (so that the file proves a
+    server ran here, not merely that one was constructed or failed to open its database)."""
+    path = data_dir / SECRET_FILE
+    if path.exists():
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    except FileExistsError:  # another server on this data directory wrote its own first: that one stays
+        return
+    with os.fdopen(fd, "wb") as file:
+        file.write(secret)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def earlier_start_evidence(data_dir: Path) -> list[Path]:
+    """The files in the data directory that an earlier start of a server left there."""
+    return [data_dir / name for name in EARLIER_START_FILES if (data_dir / name).exists()]
+
+
+def emptied_database(storage: Storage, evidence: list[Path]) -> storage_api.SchemaError:
+    """The refusal of an empty database where the data directory says a server ran before."""
+    names = [str(path) for path in evidence]
+    files = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return storage_api.SchemaError(
+        f"{files} {'exists' if len(names) == 1 else 'exist'} from an earlier start, but {storage.describe()}"
+        " is empty (deleted, emptied or replaced while xmppd was stopped?): xmppd will not silently start"
+        " over with no accounts. Restore the database from a backup, or run `xmppd migrate` to create a"
+        " fresh, empty schema on purpose",
+        current=0,
+        expected=storage.latest_schema,
+    )
 
 
 async def open_configured_storage(config: Config) -> Storage:
@@ -276,10 +367,25 @@ async def open_configured_storage(config: Config) -> Storage:
     )
 
 
-async def prepare_schema(storage: Storage) -> None:
-    """A fresh, empty database is set up on first start (the one-command start); an existing
-    one at another version is refused with what to run (storage.check_schema says it)."""
+async def prepare_schema(storage: Storage, data_dir: Path, *, check_integrity: bool = False) -> None:
+    """Make the database ready to serve, or refuse it with a StorageError that says what to do.
+
+    With `check_integrity` (Server.start): first the storage's quick integrity check (SQLite's
+    PRAGMA quick_check: storage/sqlite/backend.py), DamagedDatabaseError if it fails.
+
+    An empty database (schema version 0) gets the schema, with one INFO line: the one-command first
+    start. Not when the data directory holds files of an earlier start (EARLIER_START_FILES): then
+    the database was lost, and starting over with no accounts must be a deliberate `xmppd
+    migrate`, so this raises SchemaError. On every backend alike, as the evidence is in the data
+    directory, whatever holds the data.
+
+    A database at another version is refused with what to run (storage.check_schema says it)."""
+    if check_integrity:
+        await storage.check_integrity()
     if await storage.schema_version() == 0:
+        evidence = earlier_start_evidence(data_dir)
+        if evidence:
+            raise emptied_database(storage, evidence)
         applied = await storage.migrate()
         log.info("created the database schema (migrations %s)", ", ".join(map(str, applied)))
     await storage.check_schema()

@@ -10,6 +10,14 @@ sender's stanzas keep their order (RFC 6120 §10.1).
 
 When the stream ends, the session ends with it, unless the connection was lost (no closing tag
 either way) and a module claims `session-detached` to keep it for resumption.
+
+One client must never hurt the others (issue 10). Until it authenticates a stream holds one of
+the server's few pre-auth slots (the server may close the oldest, or shorten its time to
+authenticate: `hurry`). Once bound, what it sends is charged to its rate limits (shaping.py) as
+it is read, and the driver waits out any debt before reading on, so a flooder is slowed by TCP
+itself and closed with policy-violation if it keeps at it. And the driver yields to the event
+loop every FAIR_SHARE stanzas: with data buffered a read never suspends, so without this one
+busy connection would hold the loop while everyone else's stanzas wait.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from xmppd.negotiation import (
     StreamElement,
 )
 from xmppd.sasl import verify_plain
+from xmppd.shaping import Flooding, Shaper
 from xmppd.xml import Event, StreamClosed
 
 if TYPE_CHECKING:
@@ -48,6 +57,8 @@ if TYPE_CHECKING:
     from xmppd.session import Session
 
 log = logging.getLogger("xmppd.c2s")
+# Stanzas one stream handles before it lets the other streams run.
+FAIR_SHARE = 32
 
 
 class Transport(Protocol):
@@ -57,6 +68,8 @@ class Transport(Protocol):
     address: str
     # True once our side ended the stream (a closing tag went out, with or without an error).
     ended: bool
+    # Bytes received so far (after TLS), for the rate limits.
+    received_bytes: int
 
     async def read(self) -> list[Event] | None:
         """The next batch of stream events as they arrive; None when the peer is gone. A
@@ -72,6 +85,9 @@ class Transport(Protocol):
 
     def drop(self) -> None:
         """Close the connection without another word (idempotent)."""
+
+    def abort(self) -> None:
+        """Cut the connection now, whatever is still unsent (a peer that does not read)."""
 
     def restart(self) -> None:
         """What comes next is a new stream (after STARTTLS or SASL, RFC 6120 §4.3.3)."""
@@ -112,13 +128,14 @@ class C2SStream:
         self.session: Session | None = None
         self.reason = "closed"
         self.task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.Timeout | None = None
 
     # -- the life of a stream ------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, auth_timeout: float) -> None:
         self.task = asyncio.current_task()
         try:
             try:
-                async with asyncio.timeout(self.server.config.c2s.auth_timeout):
+                async with asyncio.timeout(auth_timeout) as self._deadline:
                     bound = await self._negotiate()
             except TimeoutError:
                 self._close(self.negotiation.fail(StreamError("connection-timeout", "authentication took too long")))
@@ -149,8 +166,17 @@ class C2SStream:
             await self.server.transport_gone(session, self.reason, resumable=not self.transport.ended)
 
     def refuse(self, reason: str) -> None:
-        """Turn the connection away before anything else (over the connection limits)."""
+        """Turn the connection away (over the connection limits, or evicted for a newer one)."""
         self._close(self.negotiation.fail(StreamError("policy-violation", reason)))
+
+    def hurry(self, seconds: float) -> None:
+        """Leave at most `seconds` more to authenticate (the pre-auth slots are filling up)."""
+        deadline = self._deadline
+        if deadline is not None and not self.negotiation.authenticated:
+            when = asyncio.get_running_loop().time() + seconds
+            current = deadline.when()
+            if current is None or current > when:
+                deadline.reschedule(when)
 
     def shutdown(self, error: StreamError) -> None:
         """End the stream from our side (server stop); the read loop then sees the close."""
@@ -209,15 +235,22 @@ class C2SStream:
                     transport.restart()
                     outcome = "restart"
                 case FetchCredentials(domain, username, hash_name):
+                    if self._locked_out(domain, username):
+                        actions = self.negotiation.refused() + actions
+                        continue
                     credentials = await self.server.storage.accounts.credentials(domain, username, hash_name)
                     actions = self.negotiation.credentials_loaded(credentials) + actions
                 case CheckPlain(domain, username, password):
+                    if self._locked_out(domain, username):
+                        actions = self.negotiation.refused() + actions
+                        continue
                     verified = await self._check_plain(domain, username, password)
                     actions = self.negotiation.plain_checked(verified) + actions
                 case AuthFailed(username, condition, data):
                     await self._auth_failed(username, condition, data)
                 case Authenticated(jid):
-                    self.server.throttle.success(self.address)
+                    self.server.throttle.success(self.address, str(jid))
+                    self.server.stream_authenticated(self)
                     log.info("authenticated %s from %s", jid, self.address)
                 case BindResource(jid, iq_id):
                     self.session = await self.server.bind(jid, transport, self.address)
@@ -235,6 +268,12 @@ class C2SStream:
                     return "closed"
         return outcome
 
+    def _locked_out(self, domain: str, username: str) -> bool:
+        if not self.server.throttle.refused(self.address, f"{username}@{domain}"):
+            return False
+        log.warning("refused a login to %s@%s from %s: too many failed attempts", username, domain, self.address)
+        return True
+
     async def _check_plain(self, domain: str, username: str, password: str) -> bool:
         credentials = await self.server.storage.accounts.credentials(domain, username, "sha256")
         if credentials is None:
@@ -243,7 +282,13 @@ class C2SStream:
         return await asyncio.to_thread(verify_plain, password, credentials)
 
     async def _auth_failed(self, username: str | None, condition: str, data: bytes) -> None:
-        delay = self.server.throttle.failure(self.address)
+        if condition == "temporary-auth-failure":
+            # Refused without a password check (locked out): not another failure, or knocking
+            # would keep the lockout going for ever.
+            self.transport.write(data)
+            return
+        account = f"{username}@{self.negotiation.domain}" if username else None
+        delay = self.server.throttle.failure(self.address, account)
         log.info("authentication failed for %s from %s: %s", username or "?", self.address, condition)
         if delay:
             await asyncio.sleep(delay)  # slows down guessing; not a synchronisation
@@ -251,14 +296,34 @@ class C2SStream:
 
     # -- after binding -------------------------------------------------------------------
     async def _route(self) -> None:
-        element, read = self._element, self.transport.read
+        limits = self.server.config.c2s
+        loop = asyncio.get_running_loop()
+        shaper = Shaper(
+            stanza_rate=limits.stanza_rate, stanza_burst=limits.stanza_burst, byte_rate=limits.byte_rate,
+            byte_burst=limits.byte_burst, max_throttled=limits.max_throttled_seconds, now=loop.time(),
+        )
+        element, read, transport = self._element, self.transport.read, self.transport
+        charged_bytes = transport.received_bytes
+        share = FAIR_SHARE
         while (batch := await read()) is not None:
+            try:
+                wait = shaper.charge(len(batch), transport.received_bytes - charged_bytes, loop.time())
+            except Flooding as flooding:
+                log.warning("closing %s (%s): %s", self.session, self.address, flooding)
+                raise StreamError("policy-violation", "too many stanzas or bytes for too long") from None
+            charged_bytes = transport.received_bytes
+            if wait:
+                await asyncio.sleep(wait)  # not reading meanwhile: TCP holds the sender back
             for event in batch:
                 if isinstance(event, StreamClosed):
                     self.reason = "stream closed by client"
-                    self.transport.close()
+                    transport.close()
                     return
                 await element(event)
+                share -= 1
+                if not share:
+                    share = FAIR_SHARE
+                    await asyncio.sleep(0)  # let the other streams run
         self._lost("peer closed the connection")
 
     async def _element(self, event: Event) -> None:

@@ -10,11 +10,16 @@ WAL lets readers in other processes (`xmppd users` while the server runs) procee
 synchronous=NORMAL is durable against process crashes and only risks the last transactions on power
 loss, the usual trade for WAL. Transactions are explicit (the connection is in autocommit mode and
 we issue BEGIN IMMEDIATE ourselves), so a write never has to upgrade a read lock.
+
+A damaged file, or one that is not a database at all, is never reported as a bare "database disk
+image is malformed": whichever operation meets it (opening, the quick_check at server start in
+backend.py, any query) raises DamagedDatabaseError naming the file and how to restore or salvage it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +27,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from storage.errors import StorageError
+from storage.errors import DamagedDatabaseError, StorageError
 
-__all__ = ["BUSY_TIMEOUT", "Connection", "transaction"]
+__all__ = ["BUSY_TIMEOUT", "Connection", "damaged", "is_damage", "transaction"]
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
+
+# Primary result codes (https://sqlite.org/rescode.html) of a damaged file and of one that is no database.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the file is damaged (SQLITE_CORRUPT and its extended codes) or
+    is not a database (SQLITE_NOTADB), rather than busy, full, read-only..."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def damaged(path: str, detail: str, *, not_a_database: bool = False) -> DamagedDatabaseError:
+    """The refusal of a damaged database file: which file, what SQLite found, and what to do."""
+    file, recovered = shlex.quote(path), shlex.quote(f"{path}.recovered")
+    if not_a_database:
+        found = (
+            f"{path} is not an SQLite database ({detail}); xmppd will not use it. "
+            "If storage.sqlite_path names the wrong file, correct it; otherwise, with xmppd stopped,"
+        )
+    else:
+        found = f"the SQLite database {path} is damaged ({detail}); xmppd will not use it. With xmppd stopped,"
+    return DamagedDatabaseError(
+        f"{found} restore it from a backup, or salvage what is readable with: "
+        f'sqlite3 {file} ".recover" | sqlite3 {recovered}, '
+        "then move the damaged file (and its -wal and -shm files) aside and put the recovered one in its place"
+    )
+
+
+def _translate(path: str, exc: sqlite3.Error) -> StorageError:
+    if is_damage(exc):
+        code = getattr(exc, "sqlite_errorcode", 0)
+        return damaged(path, str(exc), not_a_database=(code & 0xFF) == SQLITE_NOTADB)
+    return StorageError(f"sqlite: {exc}")
 
 
 class Connection:
@@ -60,6 +99,8 @@ class Connection:
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
             self._closed = True
+            if isinstance(exc, sqlite3.Error) and is_damage(exc):
+                raise _translate(self._path, exc) from exc
             raise StorageError(f"sqlite: cannot open {self._path}: {exc}") from exc
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -74,7 +115,7 @@ class Connection:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
         except sqlite3.Error as exc:
-            raise StorageError(f"sqlite: {exc}") from exc
+            raise _translate(self._path, exc) from exc
 
     def _close(self) -> None:
         if self._db is not None:

@@ -30,7 +30,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(tmp_path: Path, extra: str = "", server_extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, extra: str = "", server_extra: str = "", c2s_extra: str = "", auth_extra: str = ""
+) -> Path:
     path = tmp_path / "xmppd.toml"
     path.write_text(
         f"""
@@ -44,8 +46,10 @@ port = {free_port()}
 direct_tls_port = {free_port()}
 max_stanza_size = 65536
 auth_timeout = 5
+{c2s_extra}
 [auth]
 max_failure_delay = 0.0
+{auth_extra}
 [modules.register]
 allow_registration = true
 [modules.contact_addresses]
@@ -140,11 +144,19 @@ class Client(slixmpp.ClientXMPP):
 
 @contextlib.asynccontextmanager
 async def running_server(
-    storage: Storage, tmp_path: Path, extra_config: str = "", *, server_extra: str = ""
+    storage: Storage,
+    tmp_path: Path,
+    extra_config: str = "",
+    *,
+    server_extra: str = "",
+    c2s_extra: str = "",
+    auth_extra: str = "",
 ) -> AsyncIterator[XmppServer]:
     """A started server on `storage`; its clients are cut and the server stopped afterwards.
-    `extra_config` is appended to the file, `server_extra` goes into its [server] table."""
-    server = Server(load_config(write_config(tmp_path, extra_config, server_extra)), storage=storage)
+    `extra_config` is appended to the file, the others go into its [server], [c2s] and [auth]
+    tables."""
+    config = write_config(tmp_path, extra_config, server_extra, c2s_extra, auth_extra)
+    server = Server(load_config(config), storage=storage)
     await server.start()
     running = XmppServer(server)
     try:

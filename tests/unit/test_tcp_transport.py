@@ -26,6 +26,7 @@ class FakeTransport:
         self.calls: list[tuple[str, bytes]] = []
         self.buffer_size = 0  # what get_write_buffer_size() reports (set by a test)
         self.closing = False
+        self.aborted = asyncio.Event()
 
     def write(self, data: bytes) -> None:
         self.calls.append(("write", data))
@@ -37,6 +38,13 @@ class FakeTransport:
     def abort(self) -> None:
         self.calls.append(("abort", b""))
         self.closing = True
+        self.aborted.set()
+
+    def resume_reading(self) -> None:
+        self.calls.append(("resume", b""))
+
+    def pause_reading(self) -> None:
+        self.calls.append(("pause", b""))
 
     def get_write_buffer_size(self) -> int:
         return self.buffer_size
@@ -166,18 +174,35 @@ async def test_close_with_an_error_sends_what_was_written_the_error_and_the_clos
 ) -> None:
     transport.write(b"<pending/>")
     transport.close(StreamError("conflict", "replaced by a new session"))
-    # At once, not at the end of the pass: one write, then the close.
-    assert fake.actions == ["write", "close"]
+    # At once, not at the end of the pass: one write; then it lingers, reading (see below).
+    assert fake.actions == ["write", "resume"]
     (data,) = fake.writes
     assert data.startswith(b"<pending/><stream:error")
     assert b"<conflict" in data and b"replaced by a new session" in data
     assert data.endswith(CLOSE_TAG) and data.count(CLOSE_TAG) == 1
     assert transport.closed and transport.ended
     await next_pass()  # the flush scheduled by the write finds nothing more to send
-    assert fake.actions == ["write", "close"]
+    assert fake.actions == ["write", "resume"]
+    transport.eof_received()  # the peer closes its side: so do we
+    assert fake.actions == ["write", "resume", "close"]
+
+
+async def test_a_closed_stream_drops_what_still_arrives_and_cuts_a_peer_that_keeps_sending(
+    transport: TcpTransport, fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Closing a socket with unread input sends a reset that can destroy the stream error on its
+    # way: the transport reads and drops input for LINGER seconds, then cuts the connection.
+    monkeypatch.setattr(net, "LINGER", 0.01)
+    transport.close(StreamError("policy-violation"))
+    transport.data_received(b"<iq type='get' id='more'/>" * 100)
+    assert transport._received == []  # dropped, never parsed or handled
+    async with asyncio.timeout(5):
+        await fake.aborted.wait()
+    assert fake.actions == ["write", "resume", "abort"]
 
 
 async def test_close_without_an_error_sends_the_closing_tag(transport: TcpTransport, fake: FakeTransport) -> None:
+    transport.eof_received()  # the peer closed first: nothing to linger for
     transport.close()
     assert fake.calls == [("write", CLOSE_TAG), ("close", b"")]
     assert transport.ended
@@ -187,7 +212,7 @@ async def test_close_before_our_header_sends_the_header_first(transport: TcpTran
     transport.close(StreamError("host-unknown"), Opening("localhost", "s2"))
     (data,) = fake.writes
     assert data.index(b"<stream:stream") < data.index(b"<host-unknown") < data.index(CLOSE_TAG)
-    assert fake.actions == ["write", "close"]
+    assert fake.actions == ["write", "resume"]
 
 
 async def test_drop_closes_without_a_closing_tag(transport: TcpTransport, fake: FakeTransport) -> None:
