@@ -70,7 +70,10 @@ class CountingTransport:
 
 
 async def start_server(tmp: Path) -> Server:
-    config = dataclasses.replace(load_config(None), hosts=("localhost",), modules=MODULES, data_dir=tmp)
+    config = load_config(None)
+    # Throughput, not the per-session rate limits, as in bench/templates/xmppd.toml.
+    unlimited = dataclasses.replace(config.c2s, stanza_rate=1e9, stanza_burst=10**9, byte_rate=2**40, byte_burst=2**40)
+    config = dataclasses.replace(config, hosts=("localhost",), modules=MODULES, data_dir=tmp, c2s=unlimited)
     defaults = {
         name: {key: option.default for key, option in getattr(load_module(name), "OPTIONS", {}).items()}
         for name in config.all_modules
