@@ -63,6 +63,10 @@ class XmppProtocol(asyncio.Protocol):
         self.sink: Callable[[bytes], None] | None = None
         self.lost = False
         self.error: Exception | None = None
+        # Flow control (asyncio calls pause_writing past the transport's high-water mark): only the
+        # flood scenario waits on it, to write as fast as the socket takes its output.
+        self.write_paused = False
+        self.write_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -81,10 +85,37 @@ class XmppProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._wake()
+        self.resume_writing()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.wake_writer()
+
+    def wake_writer(self) -> None:
+        if self.write_waiter is not None and not self.write_waiter.done():
+            self.write_waiter.set_result(None)
+
+    async def writable(self, deadline: float) -> None:
+        """Returns when the transport takes output again, the connection is gone or wake_writer()
+        is called, or at the deadline (loop time), whichever is first."""
+        if not self.write_paused or self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        self.write_waiter = loop.create_future()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.write_waiter
+        except TimeoutError:
+            pass
+        finally:
+            self.write_waiter = None
 
     async def next_event(self, deadline: float) -> xs.Event:
         loop = asyncio.get_running_loop()

@@ -29,8 +29,9 @@ MAM_FILL="${MAM_FILL:-1000}"             # minimum archive, filled over XMPP if 
 MAM_ARCHIVE="${MAM_ARCHIVE:-1000000}"    # archive of u1@mam.$DOMAIN written by SQL (Prosody, ejabberd)
 WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
+FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
-SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate muc muc-rate mam idle-tls idle-plain cross-node}"
+SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate flood muc muc-rate mam idle-tls idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -94,6 +95,7 @@ bench_target() {
             --rate "$MUC_RATE" --param archive=on ;;
         mam) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario mam --count "$MAM_QUERIES" \
             --mam-fill "$MAM_FILL" --duration "$DURATION" ;;
+        flood) loadgen "${common[@]}" --scenario flood --duration "$DURATION" --flood-seconds "$FLOOD_SECONDS" ;;
         cross-node) loadgen "${common[@]}" --scenario cross-node --peer-port "${PEER_PORT:-0}" ;;
         *) log "unknown scenario $s" ;;
         esac || log "$label: $s failed (exit $?), continuing"

@@ -5,7 +5,8 @@
 
 Prints one JSON record per scenario on stdout (and appends it to --json-out), then a Markdown table.
 Scenarios: prime (fill the client key cache), logins, messages (1:1; --rate for fixed rate), idle,
-muc, mam, cross-node (needs --peer-port of a second cluster node; skipped otherwise).
+muc, mam, cross-node (needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor
+pair's latency without and with one more session flooding iq pings).
 See bench/README.md for what each one measures.
 """
 
@@ -41,6 +42,7 @@ RATE_KEYS = {
     "cross-node": ("delivered", "msg/s"),
     "muc": ("deliveries", "deliveries/s"),
     "mam": ("queries", "queries/s"),
+    "flood": ("pings_sent", "pings/s written by the flooder"),
 }
 
 
@@ -74,6 +76,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--mam-fill", type=int, default=500, help="fill the archive to at least this many messages")
     a("--mam-page", type=int, default=50)
     a("--settle", type=float, default=3.0, help="idle: seconds before reading RSS")
+    a("--flood-seconds", type=float, default=30.0, help="flood: longest flood, in s (less if the flooder is closed)")
+    a("--monitor-interval", type=float, default=0.02, help="flood: seconds between a monitor session's messages")
     a("--timeout", type=float, default=20.0, help="per-step timeout")
     a("--workers", type=int, default=1, help="load generator processes (prime, logins, messages)")
     a("--source-ips", type=int, default=0, help="spread client sockets over 127.0.0.1..N")
@@ -94,6 +98,7 @@ def options_from(args: argparse.Namespace) -> Options:
         duration=args.duration, warmup=args.warmup, rate=args.rate, window=args.window,
         pairs=args.pairs, body_size=args.body_size, occupants=args.occupants, senders=args.senders,
         mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
+        flood_seconds=args.flood_seconds, monitor_interval=args.monitor_interval,
     )  # fmt: skip
 
 
@@ -293,6 +298,7 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "idle": ["count", "concurrency", "settle"],
         "muc": ["occupants", "senders", "rate", "window", "duration"],
         "mam": ["count", "mam_page", "mam_fill", "duration"],
+        "flood": ["duration", "flood_seconds", "monitor_interval"],
     }
     params = {k: getattr(args, k) for k in by_scenario.get(name, [])}
     params.update(common)
@@ -329,7 +335,32 @@ def markdown(records: list[dict[str, Any]]) -> str:
             r["errors"],
         ]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    notes = [flood_note(r) for r in records if r["scenario"] == "flood" and "skipped" not in r]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
+
+
+def flood_note(r: dict[str, Any]) -> str:
+    """The flood scenario's own figures (its p50/p99 columns above are the monitor's during the flood)."""
+    res, info = r.get("results", {}), r.get("info", {})
+
+    def ms(phase: str) -> str:
+        if f"{phase}_p99_ms" not in res:
+            return "no samples"
+        return " / ".join(f"{res[f'{phase}_{k}_ms']:g}" for k in ("p50", "p99", "max")) + " ms"
+
+    if res.get("flooder_closed"):
+        closed = f"closed by the server after {res.get('flooder_closed_after_s', 0):g} s ({info.get('flooder_end', '')}"
+        closed += f": {info['flooder_stream_error']})" if info.get("flooder_stream_error", "none") != "none" else ")"
+    else:
+        closed = f"not closed ({info.get('flooder_end', '')})"
+    return (
+        f"- {r['target']}: flood: monitor p50 / p99 / max {ms('baseline')} without the flood "
+        f"({res.get('baseline_s', 0):g} s), {ms('flood')} with it ({res.get('flood_s', 0):g} s); "
+        f"monitor messages lost {res.get('monitor_lost', 0):g} of {res.get('monitor_sent', 0):g}; "
+        f"flooder: {res.get('pings_sent', 0):,.0f} pings sent, {res.get('pongs', 0):,.0f} pongs received, {closed}"
+    )
 
 
 def raise_fd_limit() -> None:

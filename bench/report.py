@@ -30,6 +30,7 @@ class Metric:
     higher_is_better: bool = True
     digits: int = 0
     compare: bool = True  # False: shown for context, no ratio (e.g. CPU use)
+    describe: Callable[[Record], str] | None = None  # the cell's text, when a number is not enough
 
 
 def _p(r: Record, key: str) -> Any:
@@ -66,6 +67,17 @@ def _is(scenario: str, **params: str) -> Callable[[Record], bool]:
     return lambda r: r["scenario"] == scenario and all(_p(r, k) == v for k, v in params.items())
 
 
+def _flooder_closed(r: Record) -> str:
+    res, info = r.get("results", {}), r.get("info", {})
+    if not res.get("flooder_closed"):
+        return f"no, {info.get('flooder_end', 'still open')}"
+    error = info.get("flooder_stream_error", "none")
+    how = error if error != "none" else info.get("flooder_end", "no stream error")
+    return f"after {res.get('flooder_closed_after_s', 0):.1f} s, {how}"
+
+
+_FLOOD = _is("flood")
+
 METRICS = [
     Metric("logins/s (TLS, SCRAM, bind, 20-contact roster, presence)", _is("logins"), _rate),
     Metric("login p50 ms", _is("logins"), _lat("p50_ms"), False, 1),
@@ -76,6 +88,11 @@ METRICS = [
     Metric("load generator CPU % during 1:1 max", _msg("off", False), _cpu("loadgen_cpu_pct"), compare=False),
     Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
     Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
+    Metric("flood: monitor p99 ms, no flood (a pair, 1 msg / 20 ms each)", _FLOOD, _res("baseline_p99_ms"), False, 2),
+    Metric("flood: monitor p99 ms while one client floods iq pings", _FLOOD, _res("flood_p99_ms"), False, 2),
+    Metric("flood: monitor messages lost", _FLOOD, _res("monitor_lost"), compare=False),
+    Metric("flood: pings/s written by the flooder", _FLOOD, _rate, compare=False),
+    Metric("flood: flooder closed by server", _FLOOD, _res("flooder_closed"), compare=False, describe=_flooder_closed),
     Metric("KB per idle session (TLS)", _is("idle", tls="starttls"), _res("kb_per_session"), False, 1),
     Metric("KB per idle session (plain)", _is("idle", tls="none"), _res("kb_per_session"), False, 1),
     Metric("MUC deliveries/s (archive on)", _muc(False), _rate),
@@ -112,6 +129,8 @@ def cell(records: list[Record], target: str, m: Metric) -> float | None:
 def text(records: list[Record], target: str, m: Metric) -> str:
     r = find(records, target, m)
     shown = fmt(cell(records, target, m), m.digits)
+    if shown and r is not None and m.describe is not None:
+        return m.describe(r)
     advertised = r.get("info", {}).get("mam_advertised") if r is not None else None
     if shown and r is not None and _p(r, "archive") == "on" and advertised is False:
         shown += " (no MAM advertised)"

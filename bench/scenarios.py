@@ -8,6 +8,7 @@ generator CPU are sampled, so the CPU figures cover exactly the traffic that the
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import re
 import ssl
@@ -33,6 +34,7 @@ from bench.client import (
     starttls,
 )
 from bench.scram import KeyCache
+from bench.stats import summarize_us
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Options:
     settle: float = 3.0
     peer_port: int = 0
     resource: str = "bench"
+    flood_seconds: float = 30.0  # flood: longest flood; it ends earlier when the server closes the flooder
+    monitor_interval: float = 0.02  # flood: each monitor session sends one message every this many seconds
 
 
 class Meter(Protocol):
@@ -134,25 +138,36 @@ def close_all(sessions: dict[int, Session]) -> None:
         s.close()
 
 
-class measuring:
-    """Marks the measured window and keeps the collector out of it: the load generator's own GC
-    pauses would otherwise show up as server latency."""
+class collector_paused:
+    """Keeps the collector out of a measurement: the load generator's own GC pauses would otherwise
+    show up as server latency."""
 
-    def __init__(self, meter: Meter, out: Outcome) -> None:
-        self.meter, self.out = meter, out
-
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         gc.collect()
         gc.freeze()
         gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        gc.enable()
+        gc.unfreeze()
+
+
+class measuring:
+    """Marks the measured window (and pauses the collector during it)."""
+
+    def __init__(self, meter: Meter, out: Outcome) -> None:
+        self.meter, self.out = meter, out
+        self.collector = collector_paused()
+
+    async def __aenter__(self) -> None:
+        self.collector.__enter__()
         await self.meter.begin()
         self.started = time.monotonic()
 
     async def __aexit__(self, *exc: object) -> None:
         self.out.window_s = time.monotonic() - self.started
         await self.meter.end()
-        gc.enable()
-        gc.unfreeze()
+        self.collector.__exit__()
 
 
 # --- 1. logins -------------------------------------------------------------------------------------
@@ -674,6 +689,224 @@ async def _fill_archive(opt: Options, owner: Session, partner: Session, n: int) 
         owner.use_sink(sink)
 
 
+# --- 8. one client floods while a monitor pair chats (issue 10) -----------------------------------------
+
+
+class Phases:
+    """Monitor messages by phase. A message belongs to the phase its stamp (intended send time) falls
+    in, whenever it arrives: one sent just before the flood and held up by it counts as before, one
+    sent during the flood and delivered after it counts as during."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.starts: list[int] = []  # CLOCK_MONOTONIC ns at which each phase begun so far began
+        self.sent = [0] * len(names)
+        self.received = [0] * len(names)
+        self.latencies_us: list[array[int]] = [array("q") for _ in names]
+
+    def begin(self, t_ns: int) -> str:
+        """The next phase starts at t_ns; returns its name."""
+        if len(self.starts) == len(self.names):
+            raise ValueError("no phase left")
+        if self.starts and t_ns < self.starts[-1]:
+            raise ValueError("phases must begin in order")
+        self.starts.append(t_ns)
+        return self.names[len(self.starts) - 1]
+
+    def of(self, stamp_ns: int) -> int:
+        return max(0, bisect.bisect_right(self.starts, stamp_ns) - 1)
+
+    def sent_at(self, stamp_ns: int, n: int = 1) -> None:
+        self.sent[self.of(stamp_ns)] += n
+
+    def delivered(self, stamp_ns: int, now_ns: int) -> None:
+        i = self.of(stamp_ns)
+        self.received[i] += 1
+        self.latencies_us[i].append((now_ns - stamp_ns) // 1000)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def lost(self, name: str) -> int:
+        i = self.index(name)
+        return self.sent[i] - self.received[i]
+
+    def outstanding(self) -> int:
+        return sum(self.sent) - sum(self.received)
+
+    def summary(self, name: str) -> dict[str, float]:
+        """{name}_p50_ms, _p99_ms, _max_ms, _samples (empty without samples)."""
+        values = self.latencies_us[self.index(name)]
+        if not values:
+            return {}
+        s = summarize_us(values)
+        return {f"{name}_{k}": float(s[k]) for k in ("p50_ms", "p99_ms", "max_ms", "samples")}
+
+
+class Monitor:
+    """Two sessions that each send the other one chat message every `interval` seconds, stamped with
+    the intended send time (a late load generator shows up as latency, as in the fixed-rate test)."""
+
+    def __init__(self, opt: Options, pair: tuple[Session, Session], phases: Phases, out: Outcome) -> None:
+        self.pair, self.phases, self.out = pair, phases, out
+        self.interval_ns = int(opt.monitor_interval * 1e9)
+        self.stop_ns = 2**63 - 1
+        pad = ("x" * max(0, opt.body_size - 25)).encode()
+        self.heads = [f"<message to='{pair[k ^ 1].jid}' type='chat'><body>bt:".encode() for k in (0, 1)]
+        self.tail = b":" + pad + b"</body></message>"
+        for s in pair:
+            s.use_sink(self._sink())
+
+    def _sink(self) -> Callable[[bytes], None]:
+        scanner = xs.MarkerScanner()
+
+        def on_data(data: bytes) -> None:
+            stamps = scanner.feed(data)
+            if stamps:
+                now = time.monotonic_ns()
+                for t in stamps:
+                    self.phases.delivered(t, now)
+
+        return on_data
+
+    async def run(self, start_ns: int) -> None:
+        """Sends until stop_ns (set from outside; bounded by the caller's timeout)."""
+        j = 0
+        while True:
+            due = start_ns + j * self.interval_ns
+            delay = due - time.monotonic_ns()
+            if delay > 0:
+                await asyncio.sleep(delay / 1e9)
+            if due >= self.stop_ns:
+                return
+            if any(s.proto.lost for s in self.pair):
+                self.out.error(ConnectionError("a monitor session was closed by the server"))
+                return
+            stamp = str(due).encode()
+            for k, s in enumerate(self.pair):
+                s.transport.write(self.heads[k] + stamp + self.tail)
+            self.phases.sent_at(due, len(self.pair))
+            j += 1
+
+    async def drain(self, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.phases.outstanding() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+class Flooder:
+    """One session writing iq pings as fast as its socket takes them, without waiting for answers;
+    its reads are only counted and dropped, so its own receive side never holds the server back."""
+
+    BATCH = 50  # pings per write
+
+    def __init__(self, session: Session, to: str) -> None:
+        self.session = session
+        self.scanner = xs.ReplyScanner()
+        self.batch = xs.ping("f", to) * self.BATCH
+        self.sent = 0
+        self.pauses = 0  # times the transport's buffer filled (the server was not reading)
+        self.paused_s = 0.0
+        self.ended_ns: int | None = None  # when the server ended the stream (or the connection)
+        self.how = ""
+        session.use_sink(self._on_data)
+
+    def _on_data(self, data: bytes) -> None:
+        self.scanner.feed(data)
+        if self.ended_ns is None and (self.scanner.error or self.scanner.closed):
+            self.ended_ns = time.monotonic_ns()
+            self.how = "stream error" if self.scanner.error else "closing tag without a stream error"
+            self.session.proto.wake_writer()
+
+    async def run(self, seconds: float) -> None:
+        proto, transport = self.session.proto, self.session.transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.ended_ns is None and loop.time() < deadline:
+            if proto.lost:
+                self.ended_ns = time.monotonic_ns()
+                self.how = "connection closed without a stream error"
+                break
+            if proto.write_paused:
+                self.pauses += 1
+                t = loop.time()
+                await proto.writable(deadline)
+                self.paused_s += loop.time() - t
+                continue
+            transport.write(self.batch)
+            self.sent += self.BATCH
+            await asyncio.sleep(0)  # let the replies (and the monitor) in
+
+
+async def run_flood(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """A monitor pair chats for a warm-up, then a baseline of duration/2 s, then while one more
+    session floods iq pings for flood_seconds or until the server closes it. The measured window
+    (CPU, pings/s) is the flood; out.latencies_us holds the monitor's latencies during it."""
+    opt = ctx[0]
+    out = Outcome()
+    a, b, f = opt.first, opt.first + 1, opt.first + 2
+    monitors = await login_many(ctx, [a, b], out, roster=False)
+    flooders = await login_many(ctx, [f], out, roster=False, presence=False)
+    if len(monitors) < 2 or not flooders:
+        close_all(monitors)
+        close_all(flooders)
+        out.info["failed"] = "login failed"
+        return out
+    phases = Phases(["warmup", "baseline", "flood", "after"])
+    monitor = Monitor(opt, (monitors[a], monitors[b]), phases, out)
+    flooder = Flooder(flooders[f], opt.target.domain)
+    baseline_s = max(1.0, opt.duration / 2)
+    start = time.monotonic_ns()
+    phases.begin(start)
+    sender = asyncio.create_task(monitor.run(start))
+    with collector_paused():
+        await asyncio.sleep(opt.warmup)
+        phases.begin(time.monotonic_ns())
+        await asyncio.sleep(baseline_s)
+        await meter.begin()
+        flood_start = time.monotonic_ns()
+        phases.begin(flood_start)
+        await flooder.run(opt.flood_seconds)
+        flood_end = time.monotonic_ns()
+        phases.begin(flood_end)
+        monitor.stop_ns = flood_end
+        out.window_s = (flood_end - flood_start) / 1e9
+        await meter.end()
+        flooder.session.close()
+        try:
+            async with asyncio.timeout(opt.monitor_interval + opt.target.timeout):
+                await sender
+        except TimeoutError as exc:
+            out.error(exc)
+        await monitor.drain(5.0)
+    out.latencies_us = phases.latencies_us[phases.index("flood")]
+    for name in ("baseline", "flood"):
+        out.counts.update(phases.summary(name))
+    out.counts.update(
+        baseline_s=round((phases.starts[2] - phases.starts[1]) / 1e9, 3),
+        flood_s=round(out.window_s, 3),
+        monitor_sent=phases.sent[1] + phases.sent[2],
+        monitor_lost=phases.lost("baseline") + phases.lost("flood"),
+        baseline_lost=phases.lost("baseline"),
+        flood_lost=phases.lost("flood"),
+        pings_sent=flooder.sent,
+        pongs=flooder.scanner.replies,
+        flooder_write_pauses=flooder.pauses,
+        flooder_paused_s=round(flooder.paused_s, 3),
+        flooder_closed=int(flooder.ended_ns is not None),
+    )
+    if flooder.ended_ns is not None:
+        out.counts["flooder_closed_after_s"] = round((flooder.ended_ns - flood_start) / 1e9, 3)
+        out.info["flooder_end"] = flooder.how
+    else:
+        out.info["flooder_end"] = f"still open after {opt.flood_seconds:g} s"
+    out.info["flooder_stream_error"] = flooder.scanner.error or "none"
+    if flooder.scanner.error_text:
+        out.info["flooder_stream_error_text"] = flooder.scanner.error_text
+    close_all(monitors)
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outcome]]] = {
     "prime": run_prime,
     "logins": run_logins,
@@ -682,6 +915,7 @@ SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outco
     "muc": run_muc,
     "mam": run_mam,
     "cross-node": run_messages,
+    "flood": run_flood,
 }
 
 

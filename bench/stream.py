@@ -8,6 +8,7 @@ because the load generator must stay cheaper than the server it measures.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -153,3 +154,66 @@ class MarkerScanner:
         keep_from = pos if pos >= 0 else max(consumed, len(buf) - len(STREAM_END) + 1)
         self._tail = buf[keep_from:]
         return stamps
+
+
+def ping(iq_id: str, to: str) -> bytes:
+    return iq("get", iq_id, f"<ping xmlns='{NS_PING}'/>", to=to)
+
+
+_IQ_START = re.compile(rb"<iq[\s/>]")
+_ERROR_START = b"<stream:error"
+_ERROR_END = b"</stream:error>"
+_ERROR_CONDITION = re.compile(rb"<([a-z][a-z-]*)[^>]*\sxmlns=['\"]urn:ietf:params:xml:ns:xmpp-streams['\"]")
+_ERROR_TEXT = re.compile(rb"<text[^>]*>([^<]*)</text>")
+_MAX_ERROR_BYTES = 4096
+
+
+class ReplyScanner:
+    """For a session that only sends iqs (the flooder): counts the <iq/> replies in a byte stream
+    without parsing, and catches a <stream:error/> (condition and text) and the stream's end.
+
+    Whatever the split of the reads: the unscanned tail is kept, and a stream error is collected
+    until its closing tag (at most 4 KiB of it).
+    """
+
+    def __init__(self) -> None:
+        self.replies = 0
+        self.error = ""  # the stream error's condition, e.g. "policy-violation"
+        self.error_text = ""
+        self.closed = False  # </stream:stream> seen
+        self._tail = b""
+        self._end_tail = b""
+        self._error_buf: bytes | None = None
+
+    def feed(self, data: bytes) -> None:
+        ends = self._end_tail + data
+        if STREAM_END in ends:
+            self.closed = True
+        self._end_tail = ends[-(len(STREAM_END) - 1) :]
+        if self._error_buf is None:
+            buf = self._tail + data if self._tail else data
+            start = buf.find(_ERROR_START)
+            if start < 0:
+                last = None
+                for last in _IQ_START.finditer(buf):  # noqa: B007
+                    self.replies += 1
+                # Keep what a later read may complete ("<iq" before its next byte, a split
+                # "<stream:error"), never an <iq already counted.
+                self._tail = buf[max(len(buf) - len(_ERROR_START) + 1, last.end() if last else 0) :]
+                return
+            self.replies += len(_IQ_START.findall(buf, 0, start))
+            self._tail = b""
+            self._error_buf = b""
+            data = buf[start:]
+        if not self.error:
+            assert self._error_buf is not None
+            self._error_buf = (self._error_buf + data)[:_MAX_ERROR_BYTES]
+            end = self._error_buf.find(_ERROR_END)
+            if end >= 0 or len(self._error_buf) >= _MAX_ERROR_BYTES:
+                self._parse_error(self._error_buf[: end if end >= 0 else None])
+
+    def _parse_error(self, raw: bytes) -> None:
+        conditions = [m.group(1).decode() for m in _ERROR_CONDITION.finditer(raw) if m.group(1) != b"text"]
+        self.error = conditions[0] if conditions else "unknown"
+        text = _ERROR_TEXT.search(raw)
+        self.error_text = text.group(1).decode(errors="replace")[:200] if text else ""

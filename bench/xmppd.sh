@@ -14,25 +14,31 @@ XMPPD_STORAGE="${XMPPD_STORAGE:-postgresql}"
 # xmppd's optional modules as in conf/xmppd.toml; the archive is added for the archive scenarios only.
 XMPPD_MODULES="${XMPPD_MODULES:-ping version register caps contact_addresses offline carbons blocking}"
 ARCHIVE_SCENARIOS="messages-archive mam"
+# Run on xmppd's default per-session rate limits (the others raise them out of the way).
+FLOOD_SCENARIOS="flood"
+RAISED_LIMITS="$(cat "$HERE/templates/xmppd-raised-limits.toml")"
 
 toml_list() { local out="" m; for m in "$@"; do out+="${out:+, }\"$m\""; done; echo "$out"; }
 
-render() {  # render OUT MODULES...
-    local out=$1
-    shift
+render() {  # render OUT LIMITS MODULES...   (LIMITS: [c2s] rate-limit lines, empty for the defaults)
+    local out=$1 limits=$2
+    shift 2
     "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$out" OUT="$OUT" DOMAIN="$DOMAIN" \
         C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE" \
-        MODULES="$(toml_list "$@")"
+        MODULES="$(toml_list "$@")" C2S_LIMITS="$limits"
 }
 
 setup() {
     mkdir -p "$X"
     # shellcheck disable=SC2086
-    render "$OUT/xmppd-noarchive.toml" $XMPPD_MODULES
+    render "$OUT/xmppd-noarchive.toml" "$RAISED_LIMITS" $XMPPD_MODULES
     # shellcheck disable=SC2086
-    render "$CFG" $XMPPD_MODULES mam
+    render "$CFG" "$RAISED_LIMITS" $XMPPD_MODULES mam
+    # shellcheck disable=SC2086
+    render "$OUT/xmppd-flood.toml" "" $XMPPD_MODULES
     [ "$XMPPD_STORAGE" = postgresql ] && pg_createdb xmppd
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" check-config >/dev/null)
+    (cd "$ROOT" && "$PY" -m xmppd --config "$OUT/xmppd-flood.toml" check-config >/dev/null)
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" migrate >/dev/null)
     (cd "$ROOT" && "$PY" -m bench.xmppd_provision --config "$CFG" --domain "$DOMAIN:$ACCOUNTS" \
         --domain "mam.$DOMAIN:$MAM_ACCOUNTS" --roster-pool "$ROSTER_POOL" --password "$PASSWORD")
@@ -64,16 +70,24 @@ run() {
     setup
     stop
     trap stop EXIT
-    local rev label plain="" archive="" s
+    local rev label plain="" archive="" flood="" s
     rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
     label="xmppd $rev ($XMPPD_STORAGE)"
     for s in $SCENARIOS; do
-        if [[ " $ARCHIVE_SCENARIOS " == *" $s "* ]]; then archive+=" $s"; else plain+=" $s"; fi
+        if [[ " $ARCHIVE_SCENARIOS " == *" $s "* ]]; then archive+=" $s"
+        elif [[ " $FLOOD_SCENARIOS " == *" $s "* ]]; then flood+=" $s"
+        else plain+=" $s"; fi
     done
     if [ -n "$plain" ]; then
         start "$OUT/xmppd-noarchive.toml"
         restart_server() { stop; start "$OUT/xmppd-noarchive.toml"; RESTARTED_PID=$(cat "$X/run.pid"); }
         SCENARIOS=$plain bench_target "$label" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
+        stop
+    fi
+    if [ -n "$flood" ]; then
+        unset -f restart_server
+        start "$OUT/xmppd-flood.toml"
+        SCENARIOS=$flood bench_target "$label" $PORT $((PORT + 1)) "$(cat "$X/run.pid")" "$("$HERE/pg.sh" pid)"
         stop
     fi
     if [ -n "$archive" ]; then
