@@ -315,7 +315,7 @@ def _c2s(reader: _Reader) -> C2SConfig:
         busy_auth_timeout=reader.number("busy_auth_timeout", 5.0, 1.0),
         max_attributes=reader.integer("max_attributes", 64, 8, 100_000),
         max_children=reader.integer("max_children", 512, 16, 1_000_000),
-        max_depth=reader.integer("max_depth", 32, 8, 10_000),
+        max_depth=reader.integer("max_depth", 32, 8, 255),  # libxml2 refuses deeper anyway
         stanza_rate=reader.number("stanza_rate", 200.0, 1.0),
         stanza_burst=reader.integer("stanza_burst", 1000, 1),
         byte_rate=reader.integer("byte_rate", 512 * 1024, 1024),

@@ -40,7 +40,10 @@ class TcpTransport(asyncio.Protocol):
     def __init__(self, server: Server, *, direct_tls: bool) -> None:
         self.server = server
         self.direct_tls = direct_tls
-        self.parser = XmlStream(server.config.c2s.max_stanza_size)
+        self.parser = XmlStream(
+            server.config.c2s.max_stanza_size, max_attributes=server.config.c2s.max_attributes,
+            max_children=server.config.c2s.max_children, max_depth=server.config.c2s.max_depth,
+        )
         self.address = ""
         self.closed = False
         self.received_bytes = 0

@@ -9,13 +9,27 @@ or entity declarations. lxml is told never to load DTDs, resolve entities or tou
 and a cheap byte scan refuses `<!DOCTYPE`/`<!--` before lxml sees them, so an entity bomb never
 reaches the parser. Anything that is not well-formed, or breaks these rules, raises StreamError;
 nothing else escapes `feed()`.
+
+Local limits end the stream with policy-violation (RFC 6120 §4.9.3.14; §13.12 resource exhaustion):
+the bytes of one top-level element (`max_stanza_size`), and per element the number of attributes
+(`max_attributes`; namespace declarations are not attributes: lxml keeps them apart, counting them
+would cost an `nsmap` per element, and `max_stanza_size` bounds them, which libxml2 handles in linear
+time), the number of child elements of any one element inside a stanza (`max_children`; the stream's
+own children, the stanzas, are not limited) and the nesting depth of a stanza (`max_depth`, the
+stanza itself being at depth 1). The per-element limits are checked on the parser's "start" events,
+after each slice of at most SLICE bytes, so an element is refused as soon as its start tag is complete
+and at most one slice after the limit was crossed (an element's attributes are only reported with its
+whole start tag: until then the size limit bounds it). libxml2 itself refuses nesting beyond 256
+levels, the stream's root included; that too is a policy-violation, so `max_depth` is effectively at
+most 255 (LIBXML2_MAX_DEPTH).
+As for any error, the stanzas completed before the fault come with the StreamError (`partial`).
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -25,6 +39,8 @@ from xmppd.errors import STREAMS_NS, StreamError
 
 STREAM_TAG = f"{{{STREAMS_NS}}}stream"
 SLICE = 4096
+# The deepest stanza libxml2 builds without XML_PARSE_HUGE (256 levels, one of them the stream's).
+LIBXML2_MAX_DEPTH = 255
 
 # A tag that is complete: quotes balanced, then '>' (and only whitespace after it). Applied to the
 # bytes from the last '<' of a read, which opens the last tag since '<' never occurs inside one.
@@ -50,8 +66,18 @@ Event = StreamOpened | StreamClosed | etree._Element
 class XmlStream:
     """Incremental parser of one XML stream; `reset()` starts a new one (after STARTTLS or SASL)."""
 
-    def __init__(self, max_stanza_size: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        max_stanza_size: int = 256 * 1024,
+        *,
+        max_attributes: int = 64,
+        max_children: int = 512,
+        max_depth: int = 32,
+    ) -> None:
         self.max_stanza_size = max_stanza_size
+        self.max_attributes = max_attributes
+        self.max_children = max_children
+        self.max_depth = max_depth
         self.reset()
 
     def reset(self) -> None:
@@ -68,7 +94,12 @@ class XmlStream:
             # RFC 6120 §11.6: streams are UTF-8 whatever a declaration claims.
             encoding="utf-8",
         )
+        # Depth in the document: the stream's root is 1, a stanza 2 (its depth as a stanza is 1).
         self._depth = 0
+        # Child elements started so far under the open element at each document depth (index:
+        # the children's depth), for max_children; indices up to max_depth + 2 are used.
+        self._children = [0] * (self.max_depth + 3)
+        self._deepest = self.max_depth + 1  # as a depth in the document
         self._root: etree._Element | None = None
         self._pending_bytes = 0
         self._after_lt_bang = False
@@ -110,20 +141,26 @@ class XmlStream:
         try:
             self._parser.feed(data)
         except etree.XMLSyntaxError as exc:
-            error = StreamError("not-well-formed", str(exc).split(" (")[0])
+            message = str(exc).split(" (")[0]
+            if message.startswith("Excessive depth"):  # libxml2's own limit
+                deepest = min(self.max_depth, LIBXML2_MAX_DEPTH)
+                error = StreamError("policy-violation", f"elements nested deeper than {deepest}")
+            else:
+                error = StreamError("not-well-formed", message)
             # Stanzas completed before the error still count: the sender loses nothing
             # that was well-formed (RFC 6120 §4.9.1.1 ends the stream, not what preceded).
-            error.partial[:0] = self._collect_before(error)
+            try:
+                error.partial[:0] = self._collect()
+            except etree.XMLSyntaxError:
+                pass
+            except StreamError as earlier:
+                # A fault in the events before the syntax error came first in the stream (an
+                # element over a limit, then libxml2's own depth limit in the same slice).
+                raise earlier from None
             raise error from None
         events = self._collect()
         self._account_size(data, completed=bool(events))
         return events
-
-    def _collect_before(self, error: StreamError) -> list[Event]:
-        try:
-            return self._collect()
-        except (StreamError, etree.XMLSyntaxError):
-            return []
 
     def _forbidden_at(self, data: bytes) -> int | None:
         """Where a `<!` other than CDATA (`<![`) starts: DOCTYPE, ENTITY and comments are
@@ -156,24 +193,52 @@ class XmlStream:
         return None
 
     def _collect(self) -> list[Event]:
+        """The events of what the parser has read, checked against the per-element limits.
+
+        This runs for every element of every stanza, hence the locals and the inlined checks.
+        """
         events: list[Event] = []
-        # Only start/end/comment/pi events were asked for: each comes with an element.
-        for kind, element in cast("Iterator[tuple[str, etree._Element]]", self._parser.read_events()):
-            if kind == "start":
-                _check_prefixes(element)
-                if self._depth == 0:
-                    events.append(self._open(element))
-                self._depth += 1
-            elif kind == "end":
-                self._depth -= 1
-                if self._depth == 1:
-                    events.append(self._detach(element))
-                elif self._depth == 0:
-                    self.closed = True
-                    events.append(StreamClosed())
-                    break
-            else:  # comment or processing instruction
-                raise StreamError("restricted-xml", f"{kind} not allowed in an XMPP stream")
+        depth = self._depth
+        children = self._children
+        max_attributes, max_children, deepest = self.max_attributes, self.max_children, self._deepest
+        try:
+            # Only start/end/comment/pi events were asked for: each comes with an element.
+            for kind, element in cast("Iterator[tuple[str, etree._Element]]", self._parser.read_events()):
+                if kind == "start":
+                    names = element.keys()  # a plain list; namespace declarations are not in it
+                    if len(names) > max_attributes:
+                        raise StreamError("policy-violation", f"more than {max_attributes} attributes on an element")
+                    _check_prefixes(element.tag, names)
+                    depth += 1
+                    if depth > 2:  # inside a stanza, which is at depth 2 (the stream's root at 1)
+                        if depth > deepest:
+                            raise StreamError("policy-violation", f"elements nested deeper than {self.max_depth}")
+                        count = children[depth] + 1
+                        if count > max_children:
+                            raise StreamError(
+                                "policy-violation", f"more than {max_children} child elements in an element"
+                            )
+                        children[depth] = count
+                        children[depth + 1] = 0
+                    elif depth == 2:
+                        children[3] = 0
+                    else:
+                        events.append(self._open(element))
+                elif kind == "end":
+                    depth -= 1
+                    if depth == 1:
+                        events.append(self._detach(element))
+                    elif depth == 0:
+                        self.closed = True
+                        events.append(StreamClosed())
+                        break
+                else:  # comment or processing instruction
+                    raise StreamError("restricted-xml", f"{kind} not allowed in an XMPP stream")
+        except StreamError as error:
+            # The stanzas completed before the fault in this batch of events go first.
+            error.partial[:0] = events
+            raise
+        self._depth = depth
         return events
 
     def _open(self, root: etree._Element) -> StreamOpened:
@@ -196,6 +261,10 @@ class XmlStream:
         # be serialised with it: the stanza's bytes must not depend on how the stream was read.
         detached.tail = None
         assert self._root is not None
+        # Emptied first: remove() reconciles the namespaces of every element it moves, which
+        # takes time quadratic in their number (0.3 s for 50,000 small children), while clear()
+        # frees them outright.
+        element.clear()
         # Only the finished stanza goes: the next one may already be half parsed (same read),
         # and clearing the root would move it out of the stream's namespace scope, so that it
         # came out as `<ns1:presence xmlns:ns1="jabber:client">`.
@@ -229,18 +298,17 @@ class XmlStream:
             self._root.text = None
 
 
-def _check_prefixes(element: etree._Element) -> None:
-    """Refuse undeclared prefixes (XML Namespaces §5.1; RFC 6120 §11.4 and §4.9.3.13).
+def _check_prefixes(tag: str, names: Sequence[str | bytes]) -> None:
+    """Refuse undeclared prefixes on an element's `tag` or attribute `names` (XML Namespaces §5.1;
+    RFC 6120 §11.4 and §4.9.3.13).
 
     libxml2 only warns and keeps `foo:bar` as a plain name, which would then be routed to
     another client that cannot parse it. A declared prefix turns into `{uri}name`, so a ':'
     outside braces is an undeclared one.
     """
-    tag = element.tag
     if tag[0] != "{" and ":" in tag:
         raise StreamError("not-well-formed", "undeclared namespace prefix")
-    names = element.keys()  # a plain list; a loop, not any(): this runs for every element
-    for name in names:
+    for name in names:  # a loop, not any(): this runs for every element
         if name[0] != "{" and ":" in name:
             raise StreamError("not-well-formed", "undeclared namespace prefix")
 

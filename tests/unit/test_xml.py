@@ -641,3 +641,239 @@ def test_stanzas_before_a_declaration_in_the_same_read_are_kept() -> None:
         stream.feed(b"<message><body>kept</body></message><!-- comment -->")
     assert caught.value.condition == "restricted-xml"
     assert [etree.QName(e).localname for e in caught.value.partial] == ["message"]  # type: ignore[arg-type]
+
+
+# --- per-element limits: attributes, children, depth (RFC 6120 §4.9.3.14 policy-violation) ----------
+
+LIMITS = {"max_attributes": 8, "max_children": 16, "max_depth": 8}
+READS = pytest.mark.parametrize("read_size", [None, 1], ids=["whole", "one-byte-at-a-time"])
+BEFORE = [b"<message id='1'><body>first</body></message>", b"<presence><show>away</show></presence>"]
+BEFORE_OUT = [
+    b'<message xmlns="jabber:client" id="1"><body>first</body></message>',
+    b'<presence xmlns="jabber:client"><show>away</show></presence>',
+]
+
+
+def stanza(depth: int = 1, attributes: int = 0, children: int = 0) -> bytes:
+    """A message whose element at `depth` (the message itself is at 1) carries `attributes`
+    attributes and `children` empty child elements."""
+    names = [b"message"] + [b"x"] * (depth - 1)
+    attrs = b"".join(b" a%d='v'" % n for n in range(attributes))
+    opening = b"".join(b"<%s>" % name for name in names[:-1]) + b"<%s%s>" % (names[-1], attrs)
+    return opening + b"<c/>" * children + b"".join(b"</%s>" % name for name in reversed(names))
+
+
+def reads(data: bytes, read_size: int | None) -> list[bytes]:
+    if read_size is None:
+        return [data]
+    return [data[i : i + read_size] for i in range(0, len(data), read_size)]
+
+
+def accepted(data: bytes, read_size: int | None, **limits: int) -> etree._Element:
+    """The one stanza `data` makes after the header, parsed with `limits`."""
+    stream = XmlStream(**limits)
+    events = stream.feed(HEADER)
+    for chunk in reads(data, read_size):
+        events += stream.feed(chunk)
+    assert len(events) == 2, events
+    assert isinstance(events[1], etree._Element)
+    return events[1]
+
+
+def refused(data: bytes, read_size: int | None, **limits: int) -> tuple[list[object], StreamError]:
+    """What a reader gets when `BEFORE` and then `data` follow the header: the events returned and
+    those carried by the error (normalised), and the error."""
+    stream = XmlStream(**limits)
+    events: list[object] = list(stream.feed(HEADER))
+    with pytest.raises(StreamError) as info:
+        for chunk in reads(b"".join(BEFORE) + data + b"<message id='after'/>", read_size):
+            events += stream.feed(chunk)
+    return normalise(events + info.value.partial), info.value
+
+
+def test_default_limits_are_the_configuration_defaults() -> None:
+    from xmppd.config import C2SConfig
+
+    stream, config = XmlStream(), C2SConfig()
+    assert stream.max_stanza_size == config.max_stanza_size
+    assert (stream.max_attributes, stream.max_children, stream.max_depth) == (
+        config.max_attributes,
+        config.max_children,
+        config.max_depth,
+    )
+
+
+@READS
+@pytest.mark.parametrize("depth", [1, 2, 8])
+def test_attributes_at_the_limit_are_accepted(depth: int, read_size: int | None) -> None:
+    element = accepted(stanza(depth, attributes=8), read_size, **LIMITS)
+    deepest = list(element.iter())[-1]
+    assert len(deepest.attrib) == 8
+
+
+@READS
+@pytest.mark.parametrize("depth", [1, 2, 8])
+def test_one_attribute_over_the_limit_is_a_policy_violation(depth: int, read_size: int | None) -> None:
+    events, error = refused(stanza(depth, attributes=9), read_size, **LIMITS)
+    assert error.condition == "policy-violation"
+    assert error.text == "more than 8 attributes on an element"
+    assert events[1:] == BEFORE_OUT  # what came before is kept, nothing after it
+
+
+def test_stanzas_before_an_over_limit_element_in_the_same_read_come_with_the_error() -> None:
+    stream = XmlStream(**LIMITS)
+    stream.feed(HEADER)
+    with pytest.raises(StreamError) as info:
+        stream.feed(b"".join(BEFORE) + stanza(3, attributes=9))
+    assert normalise(info.value.partial) == BEFORE_OUT
+
+
+def test_namespace_declarations_are_not_attributes() -> None:
+    declarations = b"".join(b" xmlns:p%d='urn:p%d'" % (n, n) for n in range(20))
+    data = stanza(2, attributes=7).replace(b"<x ", b"<x xmlns='urn:x'" + declarations + b" p3:a='1' ")
+    element = accepted(data, None, **LIMITS)
+    assert len(element[0].attrib) == 8
+    assert element[0].tag == "{urn:x}x"
+
+
+def test_xml_lang_is_an_attribute() -> None:
+    data = stanza(1, attributes=8).replace(b"<message ", b"<message xml:lang='en' ")
+    _events, error = refused(data, None, **LIMITS)
+    assert error.condition == "policy-violation"
+
+
+def test_stream_header_with_too_many_attributes_is_a_policy_violation() -> None:
+    header = HEADER.replace(b" to=", b"".join(b" a%d='v'" % n for n in range(8)) + b" to=")
+    for read_size in (None, 1):
+        stream = XmlStream(**LIMITS)
+        with pytest.raises(StreamError) as info:
+            for chunk in reads(header, read_size):
+                stream.feed(chunk)
+        assert info.value.condition == "policy-violation"
+
+
+@READS
+def test_children_at_the_limit_are_accepted(read_size: int | None) -> None:
+    # Of the stanza itself, and of a nested element; each parent counts its own children.
+    assert len(accepted(stanza(1, children=16), read_size, **LIMITS)) == 16
+    element = accepted(stanza(5, children=16), read_size, **LIMITS)
+    assert len(list(element.iter())[4]) == 16
+    siblings = b"<iq type='result' id='r'>" + (b"<query>" + b"<item/>" * 16 + b"</query>") * 16 + b"</iq>"
+    element = accepted(siblings, read_size, **LIMITS)
+    assert len(element) == 16 and all(len(query) == 16 for query in element)
+
+
+@READS
+@pytest.mark.parametrize("depth", [1, 2, 7])
+def test_one_child_over_the_limit_is_a_policy_violation(depth: int, read_size: int | None) -> None:
+    events, error = refused(stanza(depth, children=17), read_size, **LIMITS)
+    assert error.condition == "policy-violation"
+    assert error.text == "more than 16 child elements in an element"
+    assert events[1:] == BEFORE_OUT
+
+
+@READS
+def test_grandchildren_do_not_count_as_children(read_size: int | None) -> None:
+    data = b"<message><a>" + b"<b><c/><c/></b>" * 8 + b"</a></message>"  # 8 children, 24 descendants
+    assert len(list(accepted(data, read_size, **LIMITS).iter())) == 2 + 8 * 3
+
+
+def test_stanzas_are_not_children_counted_against_the_limit() -> None:
+    many = b"".join(b"<message id='%d'/>" % n for n in range(100))
+    for read_size in (None, 1):
+        stream = XmlStream(**LIMITS)
+        events = stream.feed(HEADER)
+        for chunk in reads(many, read_size):
+            events += stream.feed(chunk)
+        assert len(events) == 101
+
+
+@READS
+def test_depth_at_the_limit_is_accepted(read_size: int | None) -> None:
+    element = accepted(stanza(8), read_size, **LIMITS)
+    assert len(list(element.iter())) == 8
+    # The stanza itself is at depth 1: a deepest element with children goes one deeper.
+    assert len(list(accepted(stanza(7, children=3), read_size, **LIMITS).iter())) == 7 + 3
+
+
+@READS
+def test_one_level_too_deep_is_a_policy_violation(read_size: int | None) -> None:
+    for data in (stanza(9), stanza(8, children=1)):
+        events, error = refused(data, read_size, **LIMITS)
+        assert error.condition == "policy-violation"
+        assert error.text == "elements nested deeper than 8"
+        assert events[1:] == BEFORE_OUT
+
+
+def test_depth_is_counted_per_stanza() -> None:
+    data = b"".join(stanza(8) for _ in range(20))
+    stream = XmlStream(**LIMITS)
+    assert len(stream.feed(HEADER + data)) == 21
+
+
+@READS
+def test_thousand_levels_with_the_default_limits(read_size: int | None) -> None:
+    # Past libxml2's own limit (256 levels) in a single read: our limit is still what is reported.
+    events, error = refused(b"<message>" + b"<x>" * 1000, read_size)
+    assert error.condition == "policy-violation"
+    assert error.text == "elements nested deeper than 32"
+    assert events[1:] == BEFORE_OUT
+
+
+def test_libxml2_depth_limit_is_a_policy_violation_too() -> None:
+    """libxml2 refuses more than 256 levels, the stream's included, whatever `max_depth` says."""
+    for read_size in (None, 1):
+        assert len(list(accepted(stanza(255), read_size, max_depth=10_000).iter())) == 255
+        events, error = refused(stanza(256), read_size, max_depth=10_000)
+        assert (error.condition, error.text) == ("policy-violation", "elements nested deeper than 255")
+        assert events[1:] == BEFORE_OUT
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"<message>" + b"<c/>" * 600,  # too many children: the stanza never ends
+        b"<message>" + b"<x>" * 40,  # too deep, nothing closed
+    ],
+    ids=["children", "depth"],
+)
+def test_an_element_is_refused_before_it_ends(opening: bytes) -> None:
+    stream = XmlStream()
+    stream.feed(HEADER)
+    with pytest.raises(StreamError) as info:
+        stream.feed(opening)
+    assert info.value.condition == "policy-violation"
+
+
+def test_twenty_thousand_attributes_with_the_default_limits() -> None:
+    """The probe of issue 10: a 209 KB stanza with 20,000 attributes, fed in socket-sized reads."""
+    data = stanza(1, attributes=20_000)
+    assert len(data) > 200_000
+    events, error = refused(data, 64 * 1024)
+    assert (error.condition, error.text) == ("policy-violation", "more than 64 attributes on an element")
+    assert events[1:] == BEFORE_OUT
+
+
+@fuzz(50)
+@given(st.lists(st.integers(min_value=0, max_value=2_000), max_size=20))
+def test_what_precedes_an_over_limit_element_does_not_depend_on_chunking(points: list[int]) -> None:
+    data = HEADER + b"".join(BEFORE) + stanza(3, attributes=4, children=17)
+    stream = XmlStream(**LIMITS)
+    events: list[object] = []
+    with pytest.raises(StreamError) as info:
+        for chunk in split_at(data, points):
+            events += stream.feed(chunk)
+    assert info.value.condition == "policy-violation"
+    assert normalise(events + info.value.partial)[1:] == BEFORE_OUT
+
+
+def test_stanza_with_many_elements_is_detached_whole() -> None:
+    """The finished stanza is emptied before it leaves the stream's tree (remove() alone takes
+    time quadratic in its elements); the copy handed out must still be complete."""
+    data = b"<iq type='result' id='r'>" + (b"<query><item a='1'/><item><b>t</b></item></query>" * 500) + b"</iq>"
+    stream = XmlStream()
+    stream.feed(HEADER)
+    (element, presence) = stream.feed(data + b"<presence/>")
+    assert len(element) == 500
+    assert etree.tostring(element) == data.replace(b"<iq ", b'<iq xmlns="jabber:client" ').replace(b"'", b'"')
+    assert etree.tostring(presence) == b'<presence xmlns="jabber:client"/>'
