@@ -152,7 +152,7 @@ class XmlStream:
             try:
                 error.partial[:0] = self._collect()
             except etree.XMLSyntaxError:
-                pass
+                pass  # the parser is past saving: the stanzas already returned are all there is
             except StreamError as earlier:
                 # A fault in the events before the syntax error came first in the stream (an
                 # element over a limit, then libxml2's own depth limit in the same slice).
