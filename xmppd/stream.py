@@ -139,12 +139,12 @@ class C2SStream:
         try:
             try:
                 async with asyncio.timeout(auth_timeout) as self._deadline:
-                    bound = await self._negotiate()
+                    rest = await self._negotiate()
             except TimeoutError:
                 self._close(self.negotiation.fail(StreamError("connection-timeout", "authentication took too long")))
                 return
-            if bound:
-                await self._route()
+            if rest is not None:
+                await self._route(rest)
             else:
                 self._lost("peer closed the connection")
         except StreamError as error:
@@ -198,24 +198,23 @@ class C2SStream:
         self.transport.close(close.error, close.opening)
 
     # -- before binding ------------------------------------------------------------------
-    async def _negotiate(self) -> bool:
-        """Drive negotiation until a resource is bound (True) or the stream ends (False)."""
+    async def _negotiate(self) -> list[Event] | None:
+        """Drive negotiation until a resource is bound (the events read after the bind) or the
+        stream ends (None)."""
         read = self.transport.read
         while (batch := await read()) is not None:
             for index, event in enumerate(batch):
                 rest = batch[index + 1 :]
                 outcome = await self._carry_out(self.negotiation.receive(event), pipelined=bool(rest))
                 if outcome == "closed":
-                    return False
+                    return None
                 if outcome == "restart":
                     if rest:
                         raise StreamError("policy-violation", "data sent before the stream restart")
                     break
                 if outcome == "bound":
-                    for element in rest:
-                        await self._element(element)
-                    return True
-        return False
+                    return rest
+        return None
 
     async def _carry_out(self, actions: list[Action], *, pipelined: bool) -> str:
         outcome = ""
@@ -298,18 +297,41 @@ class C2SStream:
         self.transport.write(data)
 
     # -- after binding -------------------------------------------------------------------
-    async def _route(self) -> None:
+    async def _route(self, batch: list[Event]) -> None:
+        """After binding: `batch` (what came with the bind), then each batch as it is read."""
+        session = self.session
+        assert session is not None
         limits = self.server.config.c2s
         loop = asyncio.get_running_loop()
         shaper = Shaper(
             stanza_rate=limits.stanza_rate, stanza_burst=limits.stanza_burst, byte_rate=limits.byte_rate,
             byte_burst=limits.byte_burst, max_throttled=limits.max_throttled_seconds, now=loop.time(),
         )
-        element, read, transport = self._element, self.transport.read, self.transport
+        process, read, transport = self.server.router.process, self.transport.read, self.transport
         charged_bytes = transport.received_bytes
         uncharged = 0
         share = FAIR_SHARE
-        while (batch := await read()) is not None:
+        while True:
+            # The per-stanza path: kept inline, it runs for every stanza of every client.
+            for event in batch:
+                if not isinstance(event, etree._Element):
+                    if isinstance(event, StreamClosed):
+                        self.reason = "stream closed by client"
+                        transport.close()
+                        return
+                    raise StreamError("invalid-xml", "unexpected stream event")
+                if session.closed or session.link.transport is not transport:
+                    raise ConnectionResetError("the session was replaced or moved to another stream")
+                if not await process(session, event):
+                    await self._stream_element(event)
+                share -= 1
+                if not share:
+                    share = FAIR_SHARE
+                    await asyncio.sleep(0)  # let the other streams run
+            next_batch = await read()
+            if next_batch is None:
+                break
+            batch = next_batch
             # Charged by the dozen: a charge per read would cost more than the limits save.
             uncharged += len(batch)
             received = transport.received_bytes
@@ -317,32 +339,12 @@ class C2SStream:
                 try:
                     wait = shaper.charge(uncharged, received - charged_bytes, loop.time())
                 except Flooding as flooding:
-                    log.warning("closing %s (%s): %s", self.session, self.address, flooding)
+                    log.warning("closing %s (%s): %s", session, self.address, flooding)
                     raise StreamError("policy-violation", "too many stanzas or bytes for too long") from None
                 uncharged, charged_bytes = 0, received
                 if wait:
                     await asyncio.sleep(wait)  # not reading meanwhile: TCP holds the sender back
-            for event in batch:
-                if isinstance(event, StreamClosed):
-                    self.reason = "stream closed by client"
-                    transport.close()
-                    return
-                await element(event)
-                share -= 1
-                if not share:
-                    share = FAIR_SHARE
-                    await asyncio.sleep(0)  # let the other streams run
         self._lost("peer closed the connection")
-
-    async def _element(self, event: Event) -> None:
-        if not isinstance(event, etree._Element):
-            raise StreamError("invalid-xml", "unexpected stream event")
-        session = self.session
-        assert session is not None
-        if session.closed or session.link.transport is not self.transport:
-            raise ConnectionResetError("the session was replaced or moved to another stream")
-        if not await self.server.router.process(session, event):
-            await self._stream_element(event)
 
     async def _stream_element(self, element: etree._Element) -> None:
         """Offer a top-level element that is not a stanza to the modules that claim it."""
