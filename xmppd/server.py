@@ -25,6 +25,7 @@ from xmppd.host import Host, Item
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, load_module
 from xmppd.negotiation import Policy
+from xmppd.preauth import PreAuthSlots
 from xmppd.rostercache import CachedRosters
 from xmppd.router import Router
 from xmppd.session import Session, Sink
@@ -95,8 +96,9 @@ class Server:
         self.ports: dict[str, int] = {}
         self._connections: dict[str, int] = {}
         self.streams: set[C2SStream] = set()
-        # Streams not yet authenticated, oldest first (the pre-auth budget, issue 10).
-        self._unauthenticated: dict[C2SStream, None] = {}
+        self._unauthenticated: PreAuthSlots[C2SStream] = PreAuthSlots(
+            config.c2s.max_unauthenticated, config.c2s.max_unauthenticated_per_ip
+        )
         # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
         self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
@@ -208,30 +210,26 @@ class Server:
         closed for it; when more than half are taken, newcomers get the short timeout and the
         waiting ones have it from now on."""
         limits = self.config.c2s
+        slots = self._unauthenticated
         self.streams.add(stream)
-        mine = [other for other in self._unauthenticated if other.address == stream.address]
-        if len(mine) >= limits.max_unauthenticated_per_ip:
-            self._evict(mine[0])
-        elif len(self._unauthenticated) >= limits.max_unauthenticated:
-            self._evict(next(iter(self._unauthenticated)))
-        self._unauthenticated[stream] = None
-        if len(self._unauthenticated) * 2 <= limits.max_unauthenticated:
+        was_busy = slots.busy
+        evicted = slots.add(stream)
+        if evicted is not None:
+            log.warning("closing the unauthenticated stream from %s: its pre-auth slot is needed", evicted.address)
+            evicted.refuse("too many unauthenticated connections")
+        if not slots.busy:
             return limits.auth_timeout
-        for waiting in self._unauthenticated:
-            waiting.hurry(limits.busy_auth_timeout)
+        if not was_busy:  # just crossed the half: those already waiting get the short time too
+            for waiting in slots:
+                waiting.hurry(limits.busy_auth_timeout)
         return min(limits.auth_timeout, limits.busy_auth_timeout)
 
-    def _evict(self, stream: C2SStream) -> None:
-        log.warning("closing the unauthenticated stream from %s: its pre-auth slot is needed", stream.address)
-        self._unauthenticated.pop(stream, None)
-        stream.refuse("too many unauthenticated connections")
-
     def stream_authenticated(self, stream: C2SStream) -> None:
-        self._unauthenticated.pop(stream, None)
+        self._unauthenticated.remove(stream)
 
     def stream_ended(self, stream: C2SStream) -> None:
         self.streams.discard(stream)
-        self._unauthenticated.pop(stream, None)
+        self._unauthenticated.remove(stream)
         self.release(stream.address)
 
     def release(self, address: str) -> None:
