@@ -60,6 +60,7 @@ class TcpTransport(asyncio.Protocol):
         self._parse_error: StreamError | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._paused = False
         # Written in this loop pass, not yet sent.
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -78,11 +79,15 @@ class TcpTransport(asyncio.Protocol):
         if self._linger is not None:
             return  # the stream is over: what the peer still sends is read and dropped
         self._received.append(data)
-        self._received_size += len(data)
-        self.received_bytes += len(data)
-        if self._received_size > READ_SIZE and self._transport is not None:
+        size = len(data)
+        self._received_size += size
+        self.received_bytes += size
+        if self._received_size > READ_SIZE and self._transport is not None and not self._paused:
+            self._paused = True
             self._transport.pause_reading()  # resumed when the driver asks for more
-        self._wake()
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -125,8 +130,10 @@ class TcpTransport(asyncio.Protocol):
         while not self._received:
             if self._eof:
                 return None
-            assert self._transport is not None
-            self._transport.resume_reading()
+            if self._paused:
+                assert self._transport is not None
+                self._paused = False
+                self._transport.resume_reading()
             self._wakeup = self._loop.create_future()
             await self._wakeup
         received = self._received
