@@ -16,8 +16,8 @@ the server's few pre-auth slots (the server may close the oldest, or shorten its
 authenticate: `hurry`). Once bound, what it sends is charged to its rate limits (shaping.py) as
 it is read, and the driver waits out any debt before reading on, so a flooder is slowed by TCP
 itself and closed with policy-violation if it keeps at it. And the driver yields to the event
-loop every FAIR_SHARE stanzas: with data buffered a read never suspends, so without this one
-busy connection would hold the loop while everyone else's stanzas wait.
+loop when it has handled stanzas for FAIR_SLICE seconds in a row: one big read would otherwise
+hold the loop while everyone else's stanzas wait.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ if TYPE_CHECKING:
     from xmppd.session import Session
 
 log = logging.getLogger("xmppd.c2s")
-# Stanzas one stream handles before it lets the other streams run.
+# A stream that has handled stanzas for this long (seconds) lets the other streams run; the
+# clock is looked at every FAIR_SHARE stanzas.
+FAIR_SLICE = 0.002
 FAIR_SHARE = 32
 # What a stream reads before it is charged to its rate limits.
 CHARGE_EVERY = 16
@@ -311,6 +313,7 @@ class C2SStream:
         charged_bytes = transport.received_bytes
         uncharged = 0
         share = FAIR_SHARE
+        slice_end = loop.time() + FAIR_SLICE
         while True:
             # The per-stanza path: kept inline, it runs for every stanza of every client.
             for event in batch:
@@ -327,11 +330,14 @@ class C2SStream:
                 share -= 1
                 if not share:
                     share = FAIR_SHARE
-                    await asyncio.sleep(0)  # let the other streams run
+                    if loop.time() >= slice_end:
+                        await asyncio.sleep(0)  # let the other streams run
+                        slice_end = loop.time() + FAIR_SLICE
             next_batch = await read()
             if next_batch is None:
                 break
             batch = next_batch
+            slice_end = loop.time() + FAIR_SLICE  # reading has (almost always) let the others run
             # Charged by the dozen: a charge per read would cost more than the limits save.
             uncharged += len(batch)
             received = transport.received_bytes
