@@ -113,7 +113,7 @@ class XmppProtocol(asyncio.Protocol):
             async with asyncio.timeout_at(deadline):
                 await self.write_waiter
         except TimeoutError:
-            pass
+            pass  # the deadline passed with the socket still full: the caller sees write_paused
         finally:
             self.write_waiter = None
 
