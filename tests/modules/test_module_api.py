@@ -403,3 +403,17 @@ async def test_time_and_now_follow_the_injected_clock(tmp_path: Path) -> None:
         assert api.time() == 1_700_003_600.75
         assert api.now() == datetime(2023, 11, 14, 23, 13, 20, 750000, tzinfo=UTC)
         assert api.now().tzinfo is UTC
+
+
+async def test_end_session_ends_a_session_kept_detached(h: Harness, host: Host, mod: ModuleAPI) -> None:
+    # A module that kept a session through a lost connection (session-detached) ends it when it
+    # gives up on it: the session goes, and its contacts' modules hear session-ended.
+    ended: list[str] = []
+    host.hooks.on(events.SESSION_ENDED, lambda ev: ended.append(ev.reason))
+    phone = await h.connect(f"{ALICE}/phone")
+    phone.session.detach()  # as the server does when a module claims session-detached
+    await mod.end_session(phone.session, "not resumed in time")
+    assert ended == ["not resumed in time"]
+    assert h.server.sessions.get(phone.jid) is None and phone.session.closed
+    await mod.end_session(phone.session, "again")  # already gone: nothing happens twice
+    assert ended == ["not resumed in time"]

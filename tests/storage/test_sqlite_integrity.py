@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,17 @@ async def opened(path: Path) -> SqliteStorage:
     storage = await open_storage("sqlite", sqlite_path=str(path))
     assert isinstance(storage, SqliteStorage)
     return storage
+
+
+async def refusal(path: Path, operation: Callable[[SqliteStorage], Awaitable[object]]) -> DamagedDatabaseError:
+    """The DamagedDatabaseError that `operation` meets on the database at `path`."""
+    storage = await opened(path)
+    try:
+        with pytest.raises(DamagedDatabaseError) as caught:
+            await operation(storage)
+    finally:
+        await storage.close()
+    return caught.value
 
 
 def assert_names_the_file_and_the_way_out(error: StorageError, path: Path) -> None:
@@ -108,15 +120,10 @@ async def test_quick_check_findings_are_quoted(tmp_path: Path) -> None:
     await make_database(path)
     page_size, _count, roots = layout(path)
     overwrite_page(path, roots["archive_user"], page_size)
-    storage = await opened(path)
-    try:
-        with pytest.raises(DamagedDatabaseError) as caught:
-            await storage.check_integrity()
-    finally:
-        await storage.close()
-    assert f"is damaged (quick_check: Page {roots['archive_user']}: " in str(caught.value)
-    assert "***" not in str(caught.value)
-    assert_names_the_file_and_the_way_out(caught.value, path)
+    error = await refusal(path, SqliteStorage.check_integrity)
+    assert f"is damaged (quick_check: Page {roots['archive_user']}: " in str(error)
+    assert "***" not in str(error)
+    assert_names_the_file_and_the_way_out(error, path)
 
 
 async def test_an_operation_that_meets_the_damage_says_the_same(tmp_path: Path) -> None:
@@ -126,14 +133,9 @@ async def test_an_operation_that_meets_the_damage_says_the_same(tmp_path: Path) 
     await make_database(path)
     page_size, _count, roots = layout(path)
     overwrite_page(path, roots["accounts"], page_size)
-    storage = await opened(path)
-    try:
-        with pytest.raises(DamagedDatabaseError) as caught:
-            await storage.accounts.list()
-    finally:
-        await storage.close()
-    assert "is damaged (database disk image is malformed)" in str(caught.value)
-    assert_names_the_file_and_the_way_out(caught.value, path)
+    error = await refusal(path, lambda storage: storage.accounts.list())
+    assert "is damaged (database disk image is malformed)" in str(error)
+    assert_names_the_file_and_the_way_out(error, path)
 
 
 async def test_a_file_of_random_bytes_is_refused_on_opening(tmp_path: Path) -> None:
