@@ -13,7 +13,7 @@ the store; these are the shapes and the small interfaces a store of each has.
 |-------------|--------------------|--------------------------------------------|---------------------------|
 | KEY_VALUE   | an account         | `KeyValue`                                 | any (the kv `store` column) |
 | MAP         | a host             | `Map`                                      | any (the maps `store` column) |
-| ARCHIVE     | an account         | `storage.archive.ArchiveStore` (XEP-0313)  | "archive" only            |
+| ARCHIVE     | an archive owner   | `storage.archive.ArchiveStore` (XEP-0313)  | "archive" only            |
 | QUEUE       | an account         | `storage.base.OfflineStore` (XEP-0160)     | "offline" only            |
 
 KEY_VALUE documents go with the account (the kv table is one of storage.rows.USER_TABLES); MAP
@@ -22,9 +22,15 @@ come back as JSON gives them (tuples as lists, dict keys as strings), the same o
 and what JSON or the database cannot hold is refused before anything is written (TypeError for
 what json cannot serialise, ValueError for NaN/Infinity and for strings with lone surrogates).
 
+An ARCHIVE is scoped to its owner, the (host, username) of a bare JID: an account (its host and
+username), or a room of a component host (host: the room service's domain, username: the room's
+localpart, `lobby@conference.example.org` -> ("conference.example.org", "lobby")). Archive rows do
+not reference accounts, so a room's archive lives in the same table without a migration, and a
+component domain is never also a user host (the config refuses it), so the two kinds of owner
+cannot collide.
+
 ARCHIVE and QUEUE have one table each with no namespace column yet, so each has exactly one name,
 the one of the store it returns; another name is refused rather than silently sharing that table.
-A second archive (say, a MUC room's) needs a migration that adds the column first.
 """
 
 from __future__ import annotations

@@ -22,7 +22,10 @@ from lxml import etree
 
 if TYPE_CHECKING:
     from xmppd.host import Host
+    from xmppd.jid import JID
+    from xmppd.router import Template
     from xmppd.session import Session
+    from xmppd.stanza import Stanza
     from xmppd.stream import StreamHandle
 
 KINDS = ("message", "presence", "iq")
@@ -35,6 +38,7 @@ PRE_AUTH_IQ = "pre-auth-iq"
 AVAILABLE_PRESENCE = "available-presence"
 OFFLINE_HANDED = "offline-handed"
 MESSAGE_OFFLINE = "message/offline"
+COPIES = "copies"
 
 
 def pre(kind: str, target: str) -> str:
@@ -118,3 +122,19 @@ class HandedEvent:
     session: Session
     ids: list[int]
     delete: Callable[[], Awaitable[int]]
+
+
+@dataclass(slots=True)
+class CopiesEvent:
+    """`copies`, on a user host: `stanza` (no `to`; read-only, it is shared by every copy) is
+    about to be written to the resources in `recipients`, full JIDs of this host's accounts, as
+    `template.copy(jid)` (`Router.deliver_copies`: a room's messages and occupant presence).
+
+    It stands for the `<kind>/full` events these copies do not fire. A handler that filters
+    (blocking) removes recipients from `recipients` and returns None; one that returns True takes
+    the whole delivery. Whatever is left is written to the sessions bound to those JIDs."""
+
+    stanza: Stanza
+    template: Template
+    recipients: list[JID]
+    host: Host

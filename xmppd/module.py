@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
@@ -188,6 +188,15 @@ class ModuleAPI:
             self._server.shared[key] = make()
         return self._server.shared[key]  # type: ignore[no-any-return]
 
+    def common(self, name: str, make: Callable[[], T]) -> T:
+        """One object for the whole server under a well-known `name`, whichever module asks
+        first making it: a service several features share (the archive writer that users' 1:1
+        archives and room archives commit through together)."""
+        key = f"common:{name}"
+        if key not in self._server.shared:
+            self._server.shared[key] = make()
+        return self._server.shared[key]  # type: ignore[no-any-return]
+
     # -- acting -------------------------------------------------------------------------
     async def send(self, stanza: Stanza, as_session: Session | None = None) -> None:
         """Route a stanza. As the server (default), only the recipient's hooks run; as a
@@ -197,6 +206,16 @@ class ModuleAPI:
             await self._server.router.post(stanza, as_session)
         else:
             await self._server.router.deliver(stanza, None)
+
+    async def send_copies(self, stanza: Stanza, recipients: Sequence[JID]) -> None:
+        """Send one stanza to many recipients, as the server: a room's groupchat message or an
+        occupant's presence, which differ only in `to`. `stanza` has a `from` and no `to`, and
+        must not change afterwards; it is serialised once and each recipient gets it with its own
+        `to`. Each copy is delivered as `send` would deliver it, except that the resources of an
+        account see one `copies` event for the batch instead of `<kind>/full` per copy
+        (events.CopiesEvent); a copy for a resource that is not there is answered as RFC 6121
+        §8.5.3.2.1 says (service-unavailable for groupchat: that occupant is gone)."""
+        await self._server.router.deliver_copies(stanza, recipients)
 
     async def send_iq(self, stanza: Stanza, patience: float = 30.0) -> Stanza:
         """Send an iq get/set (an id is given if it has none) and return its result; raises

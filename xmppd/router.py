@@ -16,17 +16,29 @@ An iq get/set first fires `iq-<type>/<target>` (for what applies to every payloa
 blocking), then `iq-<type>/<target>/<payload ns>:<payload name>`, so that a module handling one
 namespace never sees the others. An iq get/set that nobody handles is answered
 with service-unavailable (RFC 6120 §8.4), never dropped.
+
+Copies. `deliver_copies` sends one stanza that differs only in `to` to many recipients (a
+room's groupchat messages and occupant presence, XEP-0045): it is serialised once into a
+`Template` and each copy is that template with its own `to` spliced in, so a copy costs a session
+lookup and a byte join instead of an element copy, a hook run and a serialisation. On a user host
+the recipients' hooks see the whole batch once (`copies`, events.CopiesEvent); what the fast path
+does not cover (other hosts, bare JIDs, stanzas whose delivery does more than write to the
+resource) goes through `deliver` one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from xmppd import events
 from xmppd.elements import element as make_element
 from xmppd.errors import StanzaError, StreamError
 from xmppd.stanza import CLIENT_NS, IQ_TYPES, Stanza
@@ -40,6 +52,58 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xmppd.router")
 IQ_TAG = f"{{{CLIENT_NS}}}iq"
+
+# The stanzas `deliver_copies` writes straight to a bound resource, by (kind, type), and what
+# happens to a copy for a full JID no session is bound to: True answers service-unavailable,
+# False drops it. For these, default delivery to a full JID only writes to the session, and
+# nothing but blocking looks at them (carbons and the archive skip groupchat and errors); the
+# answers are RFC 6121 §8.5.3.2.1 (groupchat: service-unavailable; presence, errors and iq
+# results: ignored). Everything else (chat messages: carbons and the archive; subscriptions
+# and probes: the account's business) takes `deliver`, one recipient at a time.
+_FAST_PATH: dict[tuple[str, str | None], bool] = {
+    ("message", "groupchat"): True,
+    ("message", "error"): False,
+    ("presence", None): False,
+    ("presence", "unavailable"): False,
+    ("presence", "error"): False,
+    ("iq", "result"): False,
+    ("iq", "error"): False,
+}
+# What quoteattr would change in an attribute value: most JIDs have none of it (a localpart and
+# a domainpart never do, RFC 7622 §3.3.1 and §3.2), and without quoteattr a copy costs a third.
+_ESCAPED = re.compile(r'[&<>"\t\n\r]')
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A stanza serialised once without `to`: `head` is `<` and its name, `tail` the rest, so
+    that a copy is the two with a `to` attribute between them (attribute order means nothing in
+    XML, RFC 6120 §8.1 names no place for `to`)."""
+
+    head: bytes
+    tail: bytes
+
+    def copy(self, to: JID) -> bytes:
+        """The stanza addressed to `to`."""
+        text = str(to)
+        if _ESCAPED.search(text) is None:
+            return b"".join((self.head, b' to="', text.encode(), b'"', self.tail))
+        return b"".join((self.head, b" to=", quoteattr(text).encode(), self.tail))
+
+
+def template(element: etree._Element) -> Template:
+    """Serialise a stanza (without `to`) once for `Template.copy`.
+
+    Its serialisation must start with `<` and the bare tag name, which holds for a stanza in the
+    default namespace (`Stanza.build`, `elements.element`); one whose namespace has a prefix
+    raises ValueError."""
+    # The tail text (whitespace after a stanza parsed from a stream) is not part of the stanza.
+    data = etree.tostring(element, with_tail=False)
+    head = b"<" + etree.QName(element).localname.encode()
+    # The byte after the name ends it, so `<message` does not match `<messages` or `<message:x`.
+    if not data.startswith(head) or data[len(head) : len(head) + 1] not in (b" ", b">", b"/"):
+        raise ValueError(f"{element.tag} does not serialise as {head.decode()}...: build it with Stanza.build")
+    return Template(head, data[len(head) :])
 
 
 def delivery_targets(sessions: SessionRegistry, stanza: Stanza) -> list[Session]:
@@ -188,6 +252,66 @@ class Router:
         if stanza.kind == "iq" and stanza.type in ("get", "set"):
             self.bounce(stanza, StanzaError("service-unavailable"), origin)
 
+    async def deliver_copies(self, stanza: Stanza, recipients: Sequence[JID]) -> None:
+        """Deliver `stanza`, which has a `from` and no `to`, to each of `recipients` with its own
+        `to`, serialising it once; the server sends it (origin None), as with `deliver`.
+
+        Recipients are taken domain by domain, in their order within a domain. A domain not served
+        here bounces each copy; a component host gets them one by one through `deliver`. On a user
+        host, the full JIDs of accounts get the fast path when the stanza's kind and type allow it
+        (`_FAST_PATH`): `copies` fires once on the host (blocking filters `ev.recipients`; a
+        handler may take the whole delivery), then each copy is written to the session bound to
+        its JID. Bare and domain JIDs, and stanzas off the fast path, take `deliver`.
+        """
+        assert stanza.from_ is not None and stanza.element.get("to") is None, "copies get their own `to`"
+        # Serialised only when some copy can take the fast path (the rest are whole stanzas).
+        shared = template(stanza.element) if (stanza.kind, stanza.type) in _FAST_PATH else None
+        by_domain: dict[str, list[JID]] = {}
+        for jid in recipients:
+            group = by_domain.get(jid.domain)
+            if group is None:
+                by_domain[jid.domain] = group = []
+            group.append(jid)
+        for domain, group in by_domain.items():
+            host = self.server.hosts.get(domain)
+            if host is None:
+                # As `deliver`: no server-to-server yet (RFC 6120 §8.3.3.15).
+                unreachable = StanzaError("remote-server-not-found", f"{domain} is not served here")
+                for jid in group:
+                    self.bounce(_addressed(stanza, jid), unreachable, None)
+                continue
+            others = group
+            if shared is not None and host.kind == "user":
+                others = await self._copies(stanza, shared, group, host)
+            for jid in others:
+                await self.deliver(_addressed(stanza, jid), None)
+
+    async def _copies(self, stanza: Stanza, shared: Template, group: list[JID], host: Host) -> list[JID]:
+        """The fast path for a user host's resources; returns the recipients it leaves to
+        `deliver`: a bare JID (RFC 6121 §8.5.2: the account decides which resources, if any) or a
+        domain JID (the host)."""
+        full: list[JID] = []
+        others: list[JID] = []
+        for jid in group:
+            (full if jid.resource is not None and jid.local is not None else others).append(jid)
+        if not full:
+            return others
+        event = events.CopiesEvent(stanza, shared, full, host)
+        if await host.hooks.fire(events.COPIES, event):
+            return others
+        answer = _FAST_PATH[(stanza.kind, stanza.type)]
+        sessions = self.server.sessions
+        element = stanza.element
+        for jid in event.recipients:
+            session = sessions.get(jid)
+            if session is not None:
+                session.output.send(element, shared.copy(jid))
+            elif answer:
+                # RFC 6121 §8.5.3.2.1: a groupchat message for a resource that is not there; the
+                # error comes from that full JID, so a room knows which occupant is gone.
+                self.bounce(_addressed(stanza, jid), StanzaError("service-unavailable"), None)
+        return others
+
     def deliver_soon(self, stanza: Stanza) -> None:
         """Deliver from synchronous code (a hook answering a stanza from no local session)."""
         self.server.background.spawn(self.deliver(stanza, None))
@@ -250,3 +374,10 @@ class Router:
             origin.send(reply.element)
         else:
             self.deliver_soon(reply)
+
+
+def _addressed(stanza: Stanza, to: JID) -> Stanza:
+    """One copy as a whole stanza, for the recipients off the fast path."""
+    copy = stanza.copy()
+    copy.set_to(to)
+    return copy

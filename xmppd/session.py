@@ -33,7 +33,11 @@ class Output(Protocol):
     """Where a session's stanzas go: one call per stanza, its element (None when only the bytes
     exist, e.g. a stored offline message) and its serialisation."""
 
-    def send(self, stanza: etree._Element | None, data: bytes) -> None: ...
+    def send(self, stanza: etree._Element | None, data: bytes) -> None:
+        """Take one stanza. For a copy (`Router.deliver_copies`: one stanza to many resources)
+        `stanza` is the element shared by every copy, without the `to` that only `data` carries:
+        read it (its kind, type, payload), never change it; what must be kept or replayed is
+        `data`."""
 
     def close(self, error: StreamError | None = None) -> None: ...
 

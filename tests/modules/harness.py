@@ -27,7 +27,7 @@ from lxml import etree
 
 import storage as storage_api
 from storage import Storage
-from xmppd.config import load_config
+from xmppd.config import ComponentConfig, load_config
 from xmppd.errors import StreamError
 from xmppd.jid import JID, parse_jid
 from xmppd.module import load_module
@@ -100,9 +100,15 @@ class Harness:
         modules: tuple[str, ...] = (),
         options: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        components: Mapping[str, tuple[str, ...]] | None = None,
     ) -> AsyncIterator[Harness]:
-        """The core modules, plus `modules` with their declared defaults overridden by `options`."""
-        config = dataclasses.replace(load_config(None), hosts=hosts, modules=modules, data_dir=tmp_path)
+        """The core modules, plus `modules` with their declared defaults overridden by `options`;
+        `components` maps a component domain to its modules (its parent: the first host)."""
+        config = dataclasses.replace(
+            load_config(None), hosts=hosts, modules=modules, data_dir=tmp_path,
+            components=tuple(ComponentConfig(domain, names, hosts[0]) for domain, names in (components or {}).items()),
+        )
         module_options = {
             name: {
                 **{key: option.default for key, option in getattr(load_module(name), "OPTIONS", {}).items()},

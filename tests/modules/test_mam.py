@@ -15,6 +15,7 @@ from lxml import etree
 
 from storage import ArchiveQuery, RosterItem, StorageError
 from storage.archive import datetime_ms
+from xmppd.archiving import archiving
 from xmppd.modules import mam
 from xmppd.stanza import CLIENT_NS
 
@@ -290,7 +291,7 @@ async def test_a_failed_archive_write_refuses_the_message(h: Harness, monkeypatc
     async def broken(records: Any) -> None:
         raise StorageError("disk full")
 
-    monkeypatch.setattr(mam.archive_for(h.server.hosts["localhost"]).writer, "_flush", broken)
+    monkeypatch.setattr(archiving(h.server.hosts["localhost"].modules["mam"]).writer, "_flush", broken)
     await chat(alice, BOB, "lost?")
     [bounce] = messages(alice)
     assert bounce.get("type") == "error" and error_condition(bounce) == "internal-server-error"
@@ -301,7 +302,7 @@ async def test_records_of_concurrent_messages_share_a_transaction(h: Harness) ->
     alice = await online(h, f"{ALICE}/phone")
     carol = await online(h, f"{CAROL}/pc")
     bob = await online(h, f"{BOB}/pc")
-    writer = mam.archive_for(h.server.hosts["localhost"]).writer
+    writer = archiving(h.server.hosts["localhost"].modules["mam"]).writer
     before = writer.batches
     await asyncio.gather(*(chat(sender, BOB, f"m{i}") for i, sender in enumerate([alice, carol] * 5)))
     assert len(messages(bob)) == 10

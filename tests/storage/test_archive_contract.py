@@ -23,6 +23,8 @@ HOST = "example.org"
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 BOB = "bob@example.org"
 CAROL = "carol@example.net"
+ROOM_HOST = "conference.localhost"  # a room service: its rooms' archives sit beside accounts'
+ROOM = f"lobby@{ROOM_HOST}"
 
 
 def at(seconds: float, seq: int = 0) -> int:
@@ -136,6 +138,40 @@ async def test_archives_are_per_user_and_host(storage: Storage) -> None:
     unicode = await storage.archive.query("пример.рф", "jürgen", ArchiveQuery(with_jid="用户@пример.рф"))
     assert [r.id for r in unicode.records] == [at(3)]
     assert await storage.archive.existing(HOST, "alice", [at(0), at(1), at(2)]) == {at(0)}
+
+
+async def test_a_room_archive_is_separate_and_paged_the_same_way(storage: Storage) -> None:
+    # lobby@conference.localhost beside the accounts of its parent host, one of them with the
+    # room's localpart; the room's records name the occupant they came from.
+    room = [
+        record(at(i), ROOM, user="lobby", host=ROOM_HOST, resource=f"nick{i % 3}") for i in range(25)
+    ]
+    namesake = record(at(0, seq=1), ROOM, user="lobby", host="localhost", outgoing=True)
+    alice = record(at(1, seq=1), ROOM, user="alice", host="localhost", outgoing=True)
+    await storage.accounts.create("localhost", "lobby", [])
+    await storage.archive.append([*room[:10], namesake, alice, *room[10:]])
+
+    seen: list[ArchiveRecord] = []
+    after: int | None = None
+    while True:
+        page = await storage.archive.query(ROOM_HOST, "lobby", ArchiveQuery(after_id=after, limit=10))
+        seen += page.records
+        if page.complete:
+            break
+        after = page.records[-1].id
+    assert seen == room
+    page = await storage.archive.query(ROOM_HOST, "lobby", ArchiveQuery(last=True, limit=10))
+    assert page.records == room[15:] and not page.complete
+    by_nick = ArchiveQuery(with_jid=ROOM, with_resource="nick1")
+    assert (await storage.archive.query(ROOM_HOST, "lobby", by_nick)).records == room[1::3]
+    assert await storage.archive.count(ROOM_HOST, "lobby", ArchiveQuery()) == 25
+    assert await storage.archive.existing(ROOM_HOST, "lobby", [room[0].id, namesake.id, alice.id]) == {room[0].id}
+    assert (await storage.archive.query("localhost", "lobby", ArchiveQuery())).records == [namesake]
+
+    # The account's lifetime and its host's retention are not the room's.
+    assert await storage.accounts.delete("localhost", "lobby")
+    assert await storage.archive.delete_before("localhost", T0 + timedelta(days=1)) == 1
+    assert (await storage.archive.query(ROOM_HOST, "lobby", ArchiveQuery(limit=100))).records == room
 
 
 async def test_duplicate_id_fails_the_whole_batch(storage: Storage) -> None:

@@ -19,6 +19,12 @@ Enforcement (§3.3), at priority 100, before anything else looks at the stanza:
   (`iq-get|set/<target>` fires before any payload handler), other iqs are dropped: the user
   appears offline to the blocked JID.
 
+Copies (`copies`: one stanza fanned out to many resources, a room's messages and occupant
+presence) get the same inbound decision per recipient, as a filter: a recipient who blocked the
+sender is taken out without an answer, since an error from an occupant's address tells a room
+that occupant is gone (RFC 6121 §8.5.3.2.1); presence from a local user also leaves out those the
+user blocked. An online account's list is in memory, so that costs a dict lookup per recipient.
+
 A user's own resources never block each other (XEP-0191 §5 note). JID matching is §6's: a full
 JID item matches that resource, a bare one any resource, a domain item the domain and every
 address at it (`domain/resource` only that resource).
@@ -39,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage.shapes import KEY_VALUE
+from xmppd import events
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
@@ -48,6 +55,7 @@ from xmppd.stanza import CLIENT_NS
 
 if TYPE_CHECKING:
     from storage.shapes import KeyValue
+    from xmppd.events import CopiesEvent
 
 PROTOCOLS = [("XEP-0191", "1.3")]
 NS = "urn:xmpp:blocking"
@@ -109,6 +117,14 @@ class Blocklists:
         self._trim()
         return current
 
+    def cached(self, account: JID) -> Blocklist | None:
+        """The list if it is in memory (None: `get` must load it), without a coroutine: this is
+        asked once per recipient of a fan-out."""
+        cached = self._lists.get(account)
+        if cached is not None:
+            self._lists.move_to_end(account)
+        return cached
+
     async def save(self, account: JID, blocklist: Blocklist) -> None:
         """Store a changed list; `remember` it afterwards (the cache never holds what the
         database lacks)."""
@@ -161,6 +177,7 @@ def setup(mod: ModuleAPI) -> None:
         mod.on(f"iq-get/{target}", blocking.inbound_request, PRIORITY)
         mod.on(f"iq-set/{target}", blocking.inbound_request, PRIORITY)
         mod.on(f"iq/{target}", blocking.inbound_response, PRIORITY)
+    mod.on(events.COPIES, blocking.inbound_copies, PRIORITY)
 
 
 class Blocking:
@@ -224,6 +241,34 @@ class Blocking:
     async def inbound_response(self, ev: StanzaEvent) -> bool:
         # get/set were handled above; results and errors from a blocked JID are dropped.
         return ev.stanza.type in ("result", "error") and await self._blocked_by_recipient(ev.stanza)
+
+    async def inbound_copies(self, ev: CopiesEvent) -> None:
+        """`_blocked_by_recipient` and, for presence, `inbound_presence`'s check of a local
+        sender's own list, for each recipient of a fan-out; those blocked are left out without
+        an answer (see the module's docstring)."""
+        sender = ev.stanza.from_
+        assert sender is not None
+        lists = self.lists
+        kept: list[JID] = []
+        for jid in ev.recipients:
+            account = jid.bare
+            blocklist = lists.cached(account)
+            if blocklist is None:
+                blocklist = await lists.get(account)
+            # `blocks` first: most lists are empty, and that answers at once.
+            if blocklist.blocks(sender) and not exempt(account, sender):
+                continue
+            kept.append(jid)
+        if (
+            ev.stanza.kind == "presence"
+            and sender.local is not None
+            and self.mod.is_user_host(sender.domain)
+            and kept
+        ):
+            # Presence the server sends for a local user: not to those the user blocked.
+            own = await lists.get(sender.bare)
+            kept = [jid for jid in kept if exempt(sender.bare, jid) or not own.blocks(jid)]
+        ev.recipients[:] = kept
 
     # -- the list (§3.2 - §3.5) -------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """XEP-0313: Message Archive Management (urn:xmpp:mam:2 and #extended) for users' 1:1 messages,
-with XEP-0359 stanza ids, XEP-0059 paging, XEP-0441 preferences and the XEP-0334 storage hints.
+with XEP-0359 stanza ids, XEP-0059 paging, XEP-0441 preferences and the XEP-0334 storage hints;
+and the answers to archive queries for any archive, a user's or a room's.
 
 Theory of operation
 -------------------
@@ -22,10 +23,12 @@ part of the conversation — end-to-end encrypted content (OMEMO, OpenPGP), rece
 markers (so history shows "delivered" and "read"), reactions, retractions, call signalling, file
 links and invitations. Not: groupchat (MUC archives are the room's business), headline, error,
 standalone chat states, and anything with the no-store or no-permanent-store hint; the store hint
-archives a chat or normal message that would otherwise be skipped (XEP-0334 §4). Then the user's
-preferences decide (XEP-0441: never-list, always-list, then default always | roster | never).
+archives a chat or normal message that would otherwise be skipped (XEP-0334 §4). The rule on
+content alone, whatever the type, is `worth_keeping`: a room archives groupchat by it. Then the
+user's preferences decide (XEP-0441: never-list, always-list, then default always | roster | never).
 
-Durable yet batched. Records go through one `BatchWriter` per storage (xmppd/batching.py): each
+Durable yet batched. Records go through the server's archiving service (xmppd/archiving.py), one
+`BatchWriter` for every archive of the server, rooms' included (xmppd/batching.py): each
 handler waits for its record's commit, but all records that arrive while a batch commits go out
 together in the next one (one INSERT of many rows on PostgreSQL), so a busy server pays one
 round trip per batch, not per message. When writing fails the message is refused with
@@ -38,7 +41,9 @@ the `<delay/>` stamp in results, and `start`/`end` are id ranges for the store.
 Queries (§4) are answered from one indexed range read: result messages first, written straight
 as bytes around the stored stanza (no re-parsing), then the iq result with `<fin/>` and the RSM
 `<set/>`. `<count/>` is given only where it costs nothing more (the page is the whole result) or
-when the client asks for nothing but the count (`<max>0</max>`).
+when the client asks for nothing but the count (`<max>0</max>`). Answering is not tied to users:
+`answer_query`, `answer_metadata` and `answer_form` take the archive's owner (a user's bare JID
+here; a room's JID for a MUC component), the requester and where its bytes go.
 
 Retention. With `retention_days`, a task deletes what is older, every `cleanup_interval`
 seconds; only the oldest messages go, so an archive never gets holes (§3.2). Deleting an
@@ -52,6 +57,7 @@ import dataclasses
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -59,10 +65,10 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from storage import ArchiveQuery, ArchiveRecord, StorageError
-from storage.archive import ArchiveIds, format_id, parse_id
-from storage.shapes import ARCHIVE, KEY_VALUE
-from xmppd.batching import BatchWriter, WriterStopped
+from storage import ArchiveQuery, ArchiveRecord, ArchiveStore, StorageError
+from storage.archive import format_id, parse_id
+from storage.shapes import KEY_VALUE
+from xmppd.archiving import WRITE_ERRORS, WRITE_OPTIONS, archiving
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
@@ -96,11 +102,8 @@ OPTIONS = {
     "retention_days": Option(0, "delete archived messages older than this many days; 0 keeps them forever", minimum=0),
     "cleanup_interval": Option(3600, "seconds between two retention runs", minimum=1),
     "max_page_size": Option(100, "most messages one query returns; also the page size when none is asked", minimum=1),
-    "write_batch": Option(500, "most messages written to storage in one transaction", minimum=1),
-    "write_delay": Option(
-        0.0, "seconds a batch waits for more messages before it is written (0: none; batches still form "
-        "while the previous one commits)", kind=(int, float),
-    ),
+    # The server-wide writer's (xmppd/archiving.py): configured here, used by every archive.
+    **WRITE_OPTIONS,
 }
 PRIORITY = 50  # after blocking (100), before carbons (10), offline (0) and default delivery (-1)
 MAX_IDS = 1000  # ids in one `ids` field
@@ -139,7 +142,7 @@ def setup(mod: ModuleAPI) -> None:
         mod.on(f"pre-message/{target}", archive.outgoing, PRIORITY)
         mod.on(f"message/{target}", archive.incoming, PRIORITY)
     mod.on_iq("set", NS, "query", archive.query, targets=("self",))
-    mod.on_iq("get", NS, "query", archive.form, targets=("self",))
+    mod.on_iq("get", NS, "query", answer_form, targets=("self",))
     mod.on_iq("get", NS, "metadata", archive.metadata, targets=("self",))
     mod.on_iq("get", NS, "prefs", archive.get_prefs, targets=("self",))
     mod.on_iq("set", NS, "prefs", archive.set_prefs, targets=("self",))
@@ -170,8 +173,13 @@ def forbidden(ev: StanzaEvent) -> bool:
 
 def archivable(msg: etree._Element) -> bool:
     """Whether a message belongs in a user archive (see the module docstring)."""
-    if (msg.get("type") or "normal") not in ("chat", "normal"):
-        return False
+    return (msg.get("type") or "normal") in ("chat", "normal") and worth_keeping(msg)
+
+
+def worth_keeping(msg: etree._Element) -> bool:
+    """Whether a message's content belongs in an archive, whatever its type (a room applies it
+    to groupchat): a body or a payload that is part of the conversation, or the store hint; and
+    never with the no-store or no-permanent-store hint (XEP-0334 §4)."""
     substance = store = False
     for child in msg:
         tag = child.tag
@@ -220,18 +228,14 @@ class Archive:
         self.host = mod.host
         self.rosters = mod.rosters
         self.kv = mod.open_store(_STORE, KEY_VALUE)
-        self.store = mod.open_store("archive", ARCHIVE)
+        # The server's, shared with every host and with room archives: see xmppd/archiving.py.
+        self.archiving = archiving(mod)
+        self.store = self.archiving.store
         options = mod.options
         self.default_policy: str = options["default_policy"]
         self.retention_days: int = options["retention_days"]
         self.cleanup_interval: int = options["cleanup_interval"]
         self.max_page: int = options["max_page_size"]
-        # Shared by the hosts of the server (one storage): one writer, so that the records of all
-        # hosts batch together, and one id generator, so that ids are unique in the database.
-        self.writer = mod.shared("writer", lambda: BatchWriter(
-            self.store.append, max_batch=options["write_batch"], delay=float(options["write_delay"]), spawn=mod.spawn
-        ))
-        self.ids = mod.shared("ids", ArchiveIds)
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
 
     # -- archiving ------------------------------------------------------------------------------
@@ -251,7 +255,7 @@ class Archive:
         if not await self._wanted(from_.bare, to):
             return None
         text = etree.tostring(stanza.element, encoding="unicode")
-        return await self._write(ev, self._record(from_, to, outgoing=True, stanza=text))
+        return await self._write(ev, self.archiving.record(from_.bare, to, outgoing=True, stanza=text))
 
     async def incoming(self, ev: StanzaEvent) -> bool | None:
         """The recipient's copy, on the recipient's host; stamps the delivered message."""
@@ -276,25 +280,18 @@ class Archive:
         if archive:
             assert from_ is not None
             text = etree.tostring(delivered.element, encoding="unicode")
-            record = self._record(user, from_, outgoing=False, stanza=text)
+            record = self.archiving.record(user, from_, outgoing=False, stanza=text)
             if await self._write(ev, record):
                 return True
             element(SID_TAG, {"by": by, "id": format_id(record.id)}, parent=delivered.element)
         ev.stanza = delivered  # what later handlers (carbons, offline, delivery) pass on
         return None
 
-    def _record(self, user: JID, peer: JID, *, outgoing: bool, stanza: str) -> ArchiveRecord:
-        assert user.local is not None
-        archive_id = self.ids.next(int(self.mod.time() * 1000))
-        return ArchiveRecord(
-            user.domain, user.local, archive_id, str(peer.bare), peer.resource or "", outgoing, stanza
-        )
-
     async def _write(self, ev: StanzaEvent, record: ArchiveRecord) -> bool:
         """Wait for the record's commit; on failure refuse the message (True: handled)."""
         try:
-            await self.writer.write(record)
-        except (StorageError, WriterStopped) as exc:
+            await self.archiving.write(record)
+        except WRITE_ERRORS as exc:
             self.mod.log.error("archiving a message of %s@%s failed: %s", record.username, record.host, exc)
             return ev.error("internal-server-error", "the message could not be archived")
         return False
@@ -346,99 +343,18 @@ class Archive:
         ev.respond(_prefs_reply(ev.stanza, prefs))
         return True
 
-    # -- queries (§4) ---------------------------------------------------------------------------
-
-    def form(self, ev: StanzaEvent) -> bool:
-        """§4.1.5: the fields a query may use."""
-        reply = ev.stanza.reply()
-        query = element(f"{{{NS}}}query", parent=reply.element)
-        form = element(f"{{{DATA_NS}}}x", {"type": "form"}, parent=query)
-        hidden = element(f"{{{DATA_NS}}}field", {"type": "hidden", "var": "FORM_TYPE"}, parent=form)
-        element(f"{{{DATA_NS}}}value", parent=hidden).text = NS
-        for var, type_ in (("with", "jid-single"), ("start", "text-single"), ("end", "text-single"),
-                           ("before-id", "text-single"), ("after-id", "text-single")):
-            element(f"{{{DATA_NS}}}field", {"type": type_, "var": var}, parent=form)
-        ids = element(f"{{{DATA_NS}}}field", {"type": "list-multi", "var": "ids"}, parent=form)
-        validate = element(f"{{{XDATA_VALIDATE_NS}}}validate", {"datatype": "xs:string"}, parent=ids)
-        element(f"{{{XDATA_VALIDATE_NS}}}open", parent=validate)
-        ev.respond(reply)
-        return True
-
-    async def metadata(self, ev: StanzaEvent) -> bool:
-        """§5: the first and last message of the archive."""
-        user = _owner(ev)
-        assert user.local is not None
-        first = await self.store.query(user.domain, user.local, ArchiveQuery(limit=1))
-        last = await self.store.query(user.domain, user.local, ArchiveQuery(limit=1, last=True))
-        reply = ev.stanza.reply()
-        meta = element(f"{{{NS}}}metadata", parent=reply.element)
-        for name, page in (("start", first), ("end", last)):
-            if page.records:
-                record = page.records[0]
-                element(f"{{{NS}}}{name}", {"id": format_id(record.id), "timestamp": stamp(record.timestamp_ms)},
-                        parent=meta)
-        ev.respond(reply)
-        return True
+    # -- queries (§4): the user's own archive -------------------------------------------------
 
     async def query(self, ev: StanzaEvent) -> bool:
         origin = ev.origin
         if origin is None:
             return ev.error("forbidden")
-        user = origin.bare
-        assert user.local is not None
-        host, username = user.domain, user.local
-        try:
-            request = parse_query(ev.stanza.payload(), self.max_page)
-        except StanzaError as error:
-            return ev.error(error.condition, error.text)
-        # §4.1.3 and §4.3.2: every id named must be in the archive.
-        if request.named_ids:
-            found = await self.store.existing(host, username, request.named_ids)
-            if len(found) < len(set(request.named_ids)):
-                return ev.error("item-not-found", "no such message in the archive")
-        query = request.query
-        records: list[ArchiveRecord] = []
-        complete = True
-        count: int | None = None
-        if request.count_only:
-            count = await self.store.count(host, username, query)
-            complete = count == 0
-        else:
-            page = await self.store.query(host, username, query)
-            records, complete = page.records, page.complete
-        # The page starts the whole result when nothing was skipped before it.
-        at_start = (not query.last and request.rsm_after is None) or (query.last and complete)
-        whole = at_start and complete and request.rsm_after is None and request.rsm_before is None
-        if whole and not request.count_only and query.offset == 0:
-            count = len(records)
-        sent = reversed(records) if request.flip else records
-        to, archive = quoteattr(str(origin.jid)), quoteattr(str(user))
-        queryid = f" queryid={_attr(request.queryid)}" if request.queryid is not None else ""
-        prefix = secrets.token_hex(4)
-        for n, record in enumerate(sent):
-            origin.send_bytes(
-                (
-                    f'<message xmlns="{CLIENT_NS}" to={to} from={archive} id="{prefix}-{n}">'
-                    f'<result xmlns="{NS}"{queryid} id="{format_id(record.id)}">'
-                    f'<forwarded xmlns="{FORWARD_NS}"><delay xmlns="{DELAY_NS}" stamp="{stamp(record.timestamp_ms)}"/>'
-                    f"{record.stanza}</forwarded></result></message>"
-                ).encode()
-            )
-        reply = ev.stanza.reply()
-        fin = element(f"{{{NS}}}fin", {"stable": "true"}, parent=reply.element)
-        if complete:
-            fin.set("complete", "true")  # §4.3.2: the client need not page further
-        rsm = element(f"{{{RSM_NS}}}set", parent=fin)
-        if records:
-            first = element(f"{{{RSM_NS}}}first", parent=rsm)
-            first.text = format_id(records[0].id)
-            if at_start:
-                first.set("index", str(query.offset if not query.last else 0))
-            element(f"{{{RSM_NS}}}last", parent=rsm).text = format_id(records[-1].id)
-        if count is not None:
-            element(f"{{{RSM_NS}}}count", parent=rsm).text = str(count)
-        ev.respond(reply)
-        return True
+        return await answer_query(
+            self.store, ev, owner=origin.bare, requester=origin.jid, send=origin.send_bytes, max_page=self.max_page
+        )
+
+    async def metadata(self, ev: StanzaEvent) -> bool:
+        return await answer_metadata(self.store, ev, owner=_owner(ev))
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -459,6 +375,115 @@ class Archive:
             except StorageError as exc:
                 self.mod.log.warning("retention run failed: %s", exc)
             await asyncio.sleep(self.cleanup_interval)
+
+
+# -- answering queries on any archive (§4, §5): a user's here, a room's for a MUC component -----
+
+
+def answer_form(ev: StanzaEvent) -> bool:
+    """§4.1.5: the fields a query may use (the same for every archive)."""
+    reply = ev.stanza.reply()
+    query = element(f"{{{NS}}}query", parent=reply.element)
+    form = element(f"{{{DATA_NS}}}x", {"type": "form"}, parent=query)
+    hidden = element(f"{{{DATA_NS}}}field", {"type": "hidden", "var": "FORM_TYPE"}, parent=form)
+    element(f"{{{DATA_NS}}}value", parent=hidden).text = NS
+    for var, type_ in (("with", "jid-single"), ("start", "text-single"), ("end", "text-single"),
+                       ("before-id", "text-single"), ("after-id", "text-single")):
+        element(f"{{{DATA_NS}}}field", {"type": type_, "var": var}, parent=form)
+    ids = element(f"{{{DATA_NS}}}field", {"type": "list-multi", "var": "ids"}, parent=form)
+    validate = element(f"{{{XDATA_VALIDATE_NS}}}validate", {"datatype": "xs:string"}, parent=ids)
+    element(f"{{{XDATA_VALIDATE_NS}}}open", parent=validate)
+    ev.respond(reply)
+    return True
+
+
+async def answer_metadata(store: ArchiveStore, ev: StanzaEvent, *, owner: JID) -> bool:
+    """§5: the first and last message of `owner`'s archive (its bare JID: an account or a room)."""
+    assert owner.local is not None
+    first = await store.query(owner.domain, owner.local, ArchiveQuery(limit=1))
+    last = await store.query(owner.domain, owner.local, ArchiveQuery(limit=1, last=True))
+    reply = ev.stanza.reply()
+    meta = element(f"{{{NS}}}metadata", parent=reply.element)
+    for name, page in (("start", first), ("end", last)):
+        if page.records:
+            record = page.records[0]
+            element(f"{{{NS}}}{name}", {"id": format_id(record.id), "timestamp": stamp(record.timestamp_ms)},
+                    parent=meta)
+    ev.respond(reply)
+    return True
+
+
+async def answer_query(
+    store: ArchiveStore,
+    ev: StanzaEvent,
+    *,
+    owner: JID,
+    requester: JID,
+    send: Callable[[bytes], None],
+    max_page: int,
+) -> bool:
+    """Answer the archive query `ev` on `owner`'s archive (its bare JID: an account or a room).
+
+    Whether `requester` may read that archive is the caller's decision, made before. The result
+    messages, `from` the archive's JID and `to` the requester (§4.2), are written with `send`;
+    then the iq result goes through `ev.respond`, so `send` must be the requester's own session
+    output (`ev.origin.send_bytes`), which keeps the results ahead of it. A bad query is answered
+    with its error instead. Returns True: the query is handled either way.
+    """
+    assert owner.local is not None
+    host, username = owner.domain, owner.local
+    try:
+        request = parse_query(ev.stanza.payload(), max_page)
+    except StanzaError as error:
+        return ev.error(error.condition, error.text)
+    # §4.1.3 and §4.3.2: every id named must be in the archive.
+    if request.named_ids:
+        found = await store.existing(host, username, request.named_ids)
+        if len(found) < len(set(request.named_ids)):
+            return ev.error("item-not-found", "no such message in the archive")
+    query = request.query
+    records: list[ArchiveRecord] = []
+    complete = True
+    count: int | None = None
+    if request.count_only:
+        count = await store.count(host, username, query)
+        complete = count == 0
+    else:
+        page = await store.query(host, username, query)
+        records, complete = page.records, page.complete
+    # The page starts the whole result when nothing was skipped before it.
+    at_start = (not query.last and request.rsm_after is None) or (query.last and complete)
+    whole = at_start and complete and request.rsm_after is None and request.rsm_before is None
+    if whole and not request.count_only and query.offset == 0:
+        count = len(records)
+    sent = reversed(records) if request.flip else records
+    to, archive = quoteattr(str(requester)), quoteattr(str(owner))
+    queryid = f" queryid={_attr(request.queryid)}" if request.queryid is not None else ""
+    prefix = secrets.token_hex(4)
+    for n, record in enumerate(sent):
+        send(
+            (
+                f'<message xmlns="{CLIENT_NS}" to={to} from={archive} id="{prefix}-{n}">'
+                f'<result xmlns="{NS}"{queryid} id="{format_id(record.id)}">'
+                f'<forwarded xmlns="{FORWARD_NS}"><delay xmlns="{DELAY_NS}" stamp="{stamp(record.timestamp_ms)}"/>'
+                f"{record.stanza}</forwarded></result></message>"
+            ).encode()
+        )
+    reply = ev.stanza.reply()
+    fin = element(f"{{{NS}}}fin", {"stable": "true"}, parent=reply.element)
+    if complete:
+        fin.set("complete", "true")  # §4.3.2: the client need not page further
+    rsm = element(f"{{{RSM_NS}}}set", parent=fin)
+    if records:
+        first = element(f"{{{RSM_NS}}}first", parent=rsm)
+        first.text = format_id(records[0].id)
+        if at_start:
+            first.set("index", str(query.offset if not query.last else 0))
+        element(f"{{{RSM_NS}}}last", parent=rsm).text = format_id(records[-1].id)
+    if count is not None:
+        element(f"{{{RSM_NS}}}count", parent=rsm).text = str(count)
+    ev.respond(reply)
+    return True
 
 
 def _owner(ev: StanzaEvent) -> JID:
