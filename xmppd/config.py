@@ -22,6 +22,9 @@ from xmppd.module import Option, load_module
 CORE_MODULES = ("iq", "message", "presence", "roster", "disco", "legacy_session")
 # Always loaded on component hosts: disco answers for the service; the rest it lists itself.
 COMPONENT_CORE_MODULES = ("disco",)
+# The room service every user host gets by default (`[server] conference`).
+MUC_COMPONENT = "components.muc"
+DEFAULT_CONFERENCE = "conference"
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
 )
@@ -123,7 +126,9 @@ class Config:
     data_dir: Path = Path("data")
     log_level: str = "info"
     modules: tuple[str, ...] = DEFAULT_MODULES
-    components: tuple[ComponentConfig, ...] = ()
+    components: tuple[ComponentConfig, ...] = (
+        ComponentConfig(f"{DEFAULT_CONFERENCE}.localhost", (MUC_COMPONENT,), "localhost"),
+    )
     module_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -239,7 +244,9 @@ def _build(raw: Mapping[str, Any], source: str) -> Config:
         data_dir=Path(server.get("data_dir", "data", str, "a directory path")),
         log_level=server.choice("log_level", "info", LOG_LEVELS),
         modules=server.strings("modules", DEFAULT_MODULES, "a list of module names"),
-        components=_components(_Reader(source, top.table_("components"), "components"), hosts),
+        components=_with_room_services(
+            server, _components(_Reader(source, top.table_("components"), "components"), hosts), hosts
+        ),
         c2s=_c2s(_Reader(source, top.table_("c2s"), "c2s")),
         tls=_tls(_Reader(source, top.table_("tls"), "tls"), hosts),
         auth=_auth(_Reader(source, top.table_("auth"), "auth")),
@@ -276,6 +283,27 @@ def _domain(reader: _Reader, key: str, value: str) -> str:
             "lower-case domain names like 'example.org', as RFC 7622 prepares them" + hint,
         )
     return value
+
+
+def _with_room_services(
+    server: _Reader, components: tuple[ComponentConfig, ...], hosts: tuple[str, ...]
+) -> tuple[ComponentConfig, ...]:
+    """`[server] conference`: every user host gets a room service (XEP-0045) at
+    `<conference>.<host>`, unless a component of its own already runs one; "" turns that off.
+    So a fresh server offers group chat out of the box, and an admin who configures a room
+    service under another name gets only that one."""
+    label = server.get("conference", DEFAULT_CONFERENCE, str, "a subdomain label such as 'conference', or ''")
+    if not label:
+        return components
+    served = {c.parent for c in components if MUC_COMPONENT in c.modules}
+    taken = {c.domain for c in components}
+    added = []
+    for host in hosts:
+        domain = f"{label}.{host}"
+        _domain(server, server.key("conference"), domain)
+        if host not in served and domain not in taken and domain not in hosts:
+            added.append(ComponentConfig(domain, (MUC_COMPONENT,), host))
+    return components + tuple(added)
 
 
 def _components(reader: _Reader, hosts: tuple[str, ...]) -> tuple[ComponentConfig, ...]:

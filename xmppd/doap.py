@@ -11,6 +11,7 @@ import pkgutil
 from collections.abc import Iterator
 from xml.sax.saxutils import escape, quoteattr
 
+import components
 import xmppd.modules
 
 # What the core itself (not a module) implements: (spec, version or section, status, note).
@@ -27,12 +28,14 @@ CORE_PROTOCOLS: list[tuple[str, str, str, str]] = [
 
 
 def module_protocols() -> Iterator[tuple[str, str, str, str]]:
-    for info in sorted(pkgutil.iter_modules(xmppd.modules.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"xmppd.modules.{info.name}")
-        for entry in getattr(module, "PROTOCOLS", []):
+    """What the core's modules and the components declare (a component is one package)."""
+    named = [(f"xmppd.modules.{m.name}", f"module {m.name}") for m in pkgutil.iter_modules(xmppd.modules.__path__)]
+    named += [(f"components.{m.name}", f"component {m.name}") for m in pkgutil.iter_modules(components.__path__)]
+    for path, note in sorted(named):
+        for entry in getattr(importlib.import_module(path), "PROTOCOLS", []):
             spec, version, *rest = entry
             status = rest[0] if rest else "complete"
-            yield spec, version, status, f"module {info.name}"
+            yield spec, version, status, note
 
 
 def _sort_key(entry: tuple[str, str, str, str]) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,13 @@ async def running_server(
     server_extra: str = "",
     c2s_extra: str = "",
     auth_extra: str = "",
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[XmppServer]:
     """A started server on `storage`; its clients are cut and the server stopped afterwards.
     `extra_config` is appended to the file, the others go into its [server], [c2s] and [auth]
-    tables."""
+    tables; `clock` is the server's (what modules stamp and expire by)."""
     config = write_config(tmp_path, extra_config, server_extra, c2s_extra, auth_extra)
-    server = Server(load_config(config), storage=storage)
+    server = Server(load_config(config), storage=storage, clock=clock)
     await server.start()
     running = XmppServer(server)
     try:

@@ -47,8 +47,9 @@ async def test_a_component_is_a_disco_item_of_its_user_host(xmpp: XmppServer) ->
     items = await alice.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#items", ito="localhost").send(
         timeout=TIMEOUT
     )
+    # The configured component, then the room service every host gets by default ([server] conference).
     assert [item.get("jid") for item in items.xml.iter("{http://jabber.org/protocol/disco#items}item")] == [
-        "echo.localhost"
+        "echo.localhost", "conference.localhost"
     ]
     info = await alice.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#info", ito="echo.localhost").send(
         timeout=TIMEOUT

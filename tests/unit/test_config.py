@@ -94,7 +94,7 @@ def test_shipped_config_loads_and_equals_the_defaults() -> None:
 def test_shipped_config_states_every_core_option() -> None:
     """conf/xmppd.toml is "the complete, commented example": every option is in it."""
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
-    assert set(raw["server"]) == {"hosts", "data_dir", "log_level", "modules"}
+    assert set(raw["server"]) == {"hosts", "data_dir", "log_level", "modules", "conference"}
     for section, cls in (("c2s", C2SConfig), ("auth", AuthConfig), ("storage", StorageConfig)):
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
     # The certificates table is shown commented out: it has no default entries to state.
@@ -102,7 +102,9 @@ def test_shipped_config_states_every_core_option() -> None:
     assert "[tls.certificates." in SHIPPED.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("module", ["register", "version", "contact_addresses", "offline", "blocking"])
+@pytest.mark.parametrize(
+    "module", ["register", "version", "contact_addresses", "offline", "blocking", "components.muc"]
+)
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     assert set(raw["modules"][module]) == set(load_module(module).OPTIONS)
@@ -121,6 +123,7 @@ hosts = ["example.org", "bücher.example", "chat.example.net"]
 data_dir = "{tmp_path / "data"}"
 log_level = "debug"
 modules = ["ping"]
+conference = ""
 
 [c2s]
 interfaces = ["127.0.0.1"]
@@ -436,12 +439,28 @@ modules = ["{COMPONENT_MODULE}"]
 modules = []
 parent = "chat.example.net"
 """))
-    rooms, upload = config.components
+    rooms, upload, *defaults = config.components
+    assert [d.domain for d in defaults] == ["conference.example.org", "conference.chat.example.net"]
     assert (rooms.domain, rooms.parent) == ("rooms.chat.example.net", "chat.example.net")
     assert config.component_modules(rooms) == ("disco", COMPONENT_MODULE)
     assert (upload.parent, config.component_modules(upload)) == ("chat.example.net", ("disco",))
     # The component's module is configured once, like any other; user hosts do not load it.
     assert COMPONENT_MODULE in config.all_modules and COMPONENT_MODULE not in config.user_host_modules
+
+
+def test_every_host_gets_a_room_service_unless_turned_off(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\nconference = "muc"\n'))
+    assert [(c.domain, c.parent, c.modules) for c in config.components] == [
+        ("muc.a.example", "a.example", ("components.muc",)), ("muc.b.example", "b.example", ("components.muc",))
+    ]
+    assert load_config(write(tmp_path, '[server]\nconference = ""\n')).components == ()
+    # A room service of its own replaces a host's default one.
+    own = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\n'
+                                      '[components."rooms.a.example"]\nmodules = ["components.muc"]\n'))
+    assert [c.domain for c in own.components] == ["rooms.a.example", "conference.b.example"]
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, '[server]\nconference = "Not A Label"\n'))
+    assert "server.conference" in str(error.value)
 
 
 def test_a_component_without_a_parent_domain_belongs_to_the_first_host(tmp_path: Path) -> None:
