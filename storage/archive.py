@@ -178,3 +178,9 @@ class ArchiveStore(Protocol):
         """Delete, in one transaction, every record of the host's archives stored before `before`
         (retention); how many went. Only the oldest go, so an archive never gets holes."""
         ...
+
+    async def delete_archive(self, host: str, username: str) -> int:
+        """Delete, in one transaction, the whole archive of one owner (host, username), and no
+        other; how many messages went (0 for an empty or unknown archive). For an owner whose
+        name can be taken again without an account to cascade from: a destroyed room."""
+        ...

@@ -22,7 +22,7 @@ from lxml import etree
 from xmppd import events
 from xmppd.hooks import Handler, Registration
 from xmppd.host import Host, Identity, Item, StreamFeature
-from xmppd.router import StanzaEvent
+from xmppd.router import StanzaEvent, Template
 from xmppd.stanza import Stanza
 
 if TYPE_CHECKING:
@@ -207,15 +207,19 @@ class ModuleAPI:
         else:
             await self._server.router.deliver(stanza, None)
 
-    async def send_copies(self, stanza: Stanza, recipients: Sequence[JID]) -> None:
+    async def send_copies(
+        self, stanza: Stanza, recipients: Sequence[JID], serialised: Template | None = None
+    ) -> None:
         """Send one stanza to many recipients, as the server: a room's groupchat message or an
         occupant's presence, which differ only in `to`. `stanza` has a `from` and no `to`, and
         must not change afterwards; it is serialised once and each recipient gets it with its own
         `to`. Each copy is delivered as `send` would deliver it, except that the resources of an
         account see one `copies` event for the batch instead of `<kind>/full` per copy
         (events.CopiesEvent); a copy for a resource that is not there is answered as RFC 6121
-        §8.5.3.2.1 says (service-unavailable for groupchat: that occupant is gone)."""
-        await self._server.router.deliver_copies(stanza, recipients)
+        §8.5.3.2.1 says (service-unavailable for groupchat: that occupant is gone). A stanza sent
+        again and again (an occupant's presence to each newcomer) may come with its `serialised`
+        form (`router.template(stanza.element)`), kept from the first time."""
+        await self._server.router.deliver_copies(stanza, recipients, serialised)
 
     async def send_iq(self, stanza: Stanza, patience: float = 30.0) -> Stanza:
         """Send an iq get/set (an id is given if it has none) and return its result; raises

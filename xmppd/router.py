@@ -252,7 +252,9 @@ class Router:
         if stanza.kind == "iq" and stanza.type in ("get", "set"):
             self.bounce(stanza, StanzaError("service-unavailable"), origin)
 
-    async def deliver_copies(self, stanza: Stanza, recipients: Sequence[JID]) -> None:
+    async def deliver_copies(
+        self, stanza: Stanza, recipients: Sequence[JID], serialised: Template | None = None
+    ) -> None:
         """Deliver `stanza`, which has a `from` and no `to`, to each of `recipients` with its own
         `to`, serialising it once; the server sends it (origin None), as with `deliver`.
 
@@ -262,10 +264,13 @@ class Router:
         (`_FAST_PATH`): `copies` fires once on the host (blocking filters `ev.recipients`; a
         handler may take the whole delivery), then each copy is written to the session bound to
         its JID. Bare and domain JIDs, and stanzas off the fast path, take `deliver`.
+        `serialised` is `template(stanza.element)` when the caller kept it from an earlier send.
         """
         assert stanza.from_ is not None and stanza.element.get("to") is None, "copies get their own `to`"
         # Serialised only when some copy can take the fast path (the rest are whole stanzas).
-        shared = template(stanza.element) if (stanza.kind, stanza.type) in _FAST_PATH else None
+        shared = None
+        if (stanza.kind, stanza.type) in _FAST_PATH:
+            shared = serialised or template(stanza.element)
         by_domain: dict[str, list[JID]] = {}
         for jid in recipients:
             group = by_domain.get(jid.domain)

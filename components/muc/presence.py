@@ -32,6 +32,7 @@ from xmppd.elements import element
 from xmppd.hooks import Handler
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, Stanza, StanzaEvent
+from xmppd.router import Template, template
 from xmppd.stanza import CLIENT_NS
 
 MUC_NS = "http://jabber.org/protocol/muc"
@@ -92,6 +93,20 @@ def occupant_presence(
         element(f"{{{USER_NS}}}status", {"code": code}, parent=x)
     element(f"{{{OCCUPANT_ID_NS}}}occupant-id", {"id": occupant.id}, parent=stanza.element)
     return stanza
+
+
+def shown_presence(room: Room, occupant: Occupant, *, real_jid: bool) -> tuple[Stanza, Template]:
+    """`occupant_presence` (available) and its serialisation, kept on the occupant until what
+    it shows changes: a room of N sends each occupant's presence to every newcomer, so this is
+    the N of each join's N presences."""
+    key = (occupant.version, occupant.nick, occupant.role, room.affiliation(occupant.jid))
+    kept = occupant.shown.get(real_jid)
+    if kept is not None and kept[0] == key:
+        return kept[1], kept[2]
+    stanza = occupant_presence(room, occupant, real_jid=real_jid)
+    serialised = template(stanza.element)
+    occupant.shown[real_jid] = (key, stanza, serialised)
+    return stanza, serialised
 
 
 def audiences(room: Room, excluded: Occupant | None) -> tuple[list[JID], list[JID]]:
@@ -225,7 +240,8 @@ async def enter(service: MucService, ev: StanzaEvent, room: Room, nick: str, cre
     sees_jids = room.config.whois == "anyone" or occupant.role == "moderator"
     for other in list(room.occupants.values()):
         if other is not occupant:
-            await service.send_copies(occupant_presence(room, other, real_jid=sees_jids), [sender])
+            stanza, serialised = shown_presence(room, other, real_jid=sees_jids)
+            await service.send_copies(stanza, [sender], serialised)
     room.add_session(occupant, sender, stanza.element)
     self_codes = []
     if room.config.whois == "anyone":

@@ -29,6 +29,8 @@ from lxml import etree
 from components.muc.config import RoomConfig
 from components.muc.history import History
 from xmppd.jid import JID, InvalidJID
+from xmppd.router import Template
+from xmppd.stanza import Stanza
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
@@ -50,6 +52,11 @@ class Occupant:
     sessions: dict[JID, etree._Element] = field(default_factory=dict)
     # The session whose presence others see (the latest to send one).
     latest: JID | None = None
+    # Bumped whenever its sessions or their presence change: what `shown` is checked against.
+    version: int = 0
+    # Its presence as the room last built it, with and without the real JID (presence.py):
+    # each newcomer gets it, so it is built and serialised once per change, not once per join.
+    shown: dict[bool, tuple[tuple[object, ...], Stanza, Template]] = field(default_factory=dict)
 
     @property
     def presence(self) -> etree._Element | None:
@@ -134,6 +141,7 @@ class Room:
             self.occupants[occupant.nick] = occupant
         occupant.sessions[session] = presence
         occupant.latest = session
+        occupant.version += 1
         self.by_session[session] = occupant
         self._recipients = None
 
@@ -143,6 +151,7 @@ class Room:
         if occupant is None:
             return None
         occupant.sessions.pop(session, None)
+        occupant.version += 1
         if occupant.latest == session:
             occupant.latest = next(reversed(occupant.sessions), None) if occupant.sessions else None
         if not occupant.sessions:

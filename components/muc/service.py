@@ -19,10 +19,13 @@ from lxml import etree
 from components.muc.config import ConfigLimits, RoomConfig, from_json, to_json
 from components.muc.history import parse_history_request
 from components.muc.room import Room
+from storage import StorageError
 from storage.shapes import MAP
+from xmppd.archiving import archiving
 from xmppd.elements import element
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Stanza
+from xmppd.router import Template
 
 ROOMS_STORE = "muc_rooms"
 SUBJECT = "{jabber:client}subject"
@@ -97,11 +100,21 @@ class MucService:
             await self.store.set(self.domain, key, None)
 
     async def forget(self, room: Room) -> None:
-        """The room is gone: destroyed, or temporary and empty."""
+        """The room is gone: destroyed, or temporary and empty; and its archive with it."""
         key = room.jid.local or ""
         if self.rooms.get(key) is room:
             del self.rooms[key]
         await self.store.set(self.domain, key, None)
+        # The archive is keyed by the room's address alone (xmppd/archiving.py), and the name can
+        # be taken again by anyone: a new room under it would otherwise show this one's messages
+        # to people who were never in it. Deleted whether or not the room archived: it may have
+        # done so before archiving was turned off.
+        try:
+            await archiving(self.mod).store.delete_archive(self.domain, key)
+        except StorageError as exc:
+            # The room is gone either way; what is left can only be read through a room of that
+            # name, so the operator is told.
+            self.mod.log.error("deleting the archive of room %s failed: %s", room.jid, exc)
 
     async def left(self, room: Room) -> None:
         """Someone left: a temporary room goes with its last occupant (§10.1)."""
@@ -112,10 +125,12 @@ class MucService:
     async def send(self, stanza: Stanza) -> None:
         await self.mod.send(stanza)
 
-    async def send_copies(self, stanza: Stanza, recipients: Sequence[JID]) -> None:
+    async def send_copies(
+        self, stanza: Stanza, recipients: Sequence[JID], serialised: Template | None = None
+    ) -> None:
         """One stanza (with `from`, without `to`) to many: serialised once (router.deliver_copies)."""
         if recipients:
-            await self.mod.send_copies(stanza, recipients)
+            await self.mod.send_copies(stanza, recipients, serialised)
 
     async def send_subject(self, room: Room, to: JID) -> None:
         """§7.2.15: the subject, sent last to whoever enters (empty when there is none), from

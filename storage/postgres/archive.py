@@ -106,3 +106,9 @@ class PostgresArchive:
             # The BRIN index on id finds the old block ranges; one statement, so no holes.
             status = await conn.execute("DELETE FROM archive WHERE id < $1 AND host = $2", cutoff, host)
         return int(status.split()[-1])
+
+    async def delete_archive(self, host: str, username: str) -> int:
+        async with self._pool.connection() as conn:
+            # The primary key (host, username, id) finds exactly that owner's rows; one statement.
+            status = await conn.execute("DELETE FROM archive WHERE host = $1 AND username = $2", host, username)
+        return int(status.split()[-1])

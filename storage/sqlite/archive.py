@@ -110,3 +110,11 @@ class SqliteArchive:
                 return db.execute("DELETE FROM archive WHERE id < ? AND +host = ?", (cutoff, host)).rowcount
 
         return await self._conn.run(delete)
+
+    async def delete_archive(self, host: str, username: str) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                # The archive_user index (host, username) finds exactly that owner's rows.
+                return db.execute("DELETE FROM archive WHERE host = ? AND username = ?", (host, username)).rowcount
+
+        return await self._conn.run(delete)

@@ -4,6 +4,8 @@ messages, leaving, and the errors of each."""
 
 from __future__ import annotations
 
+from lxml import etree
+
 from xmppd.stanza import CLIENT_NS
 
 from .harness import Harness, error_condition, presence
@@ -13,6 +15,7 @@ from .muc_helpers import (
     ROOM,
     SECRET,
     USER,
+    admin,
     codes,
     create_room,
     field,
@@ -21,6 +24,7 @@ from .muc_helpers import (
     join,
     join_xml,
     message,
+    ok,
     room_service,  # noqa: F401  (the fixture h)
 )
 
@@ -63,6 +67,30 @@ async def test_occupants_see_each_other_and_real_jids_only_where_allowed(h: Harn
     # The occupant id is stable for one account and differs between accounts.
     ids = {p.get("from"): p.find(OCCUPANT_ID).get("id") for p in [news, seen_by_bob]}  # type: ignore[union-attr]
     assert len(set(ids.values())) == 2
+
+
+async def test_newcomers_see_each_occupants_latest_presence_role_and_nick(h: Harness) -> None:
+    """What a newcomer is shown of those present is kept between joins (Occupant.shown): every
+    change must show in it."""
+    alice, bob = await in_room(h, "alice", "bob")
+
+    async def seen_by(name: str) -> etree._Element:
+        newcomer = await join(h, name)
+        others = (f"{ROOM}/alice", f"{ROOM}/{name}")
+        (shown,) = [p for p in newcomer.take(presence) if p.get("from") not in others]
+        await newcomer.send(f"<presence to='{ROOM}/{name}' type='unavailable'/>")
+        newcomer.take()
+        return shown
+
+    assert (await seen_by("carol")).findtext(f"{{{CLIENT_NS}}}status") is None
+    await bob.send(f"<presence to='{ROOM}/bob'><show>away</show><status>lunch</status></presence>")
+    shown = await seen_by("dave")
+    assert shown.findtext(f"{{{CLIENT_NS}}}status") == "lunch" and shown.findtext(f"{{{CLIENT_NS}}}show") == "away"
+    ok(await admin(alice, "<item nick='bob' role='moderator'/>"))
+    assert item(await seen_by("carol"))["role"] == "moderator"
+    await bob.send(f"<presence to='{ROOM}/robert'/>")
+    shown = await seen_by("dave")
+    assert shown.get("from") == f"{ROOM}/robert" and shown.findtext(f"{{{CLIENT_NS}}}status") is None
 
 
 async def test_groupchat_fans_out_once_to_every_occupant_with_the_rooms_ids(h: Harness) -> None:

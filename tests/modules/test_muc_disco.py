@@ -5,39 +5,46 @@ in-memory server."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from components.muc import disco
-from xmppd.stanza import CLIENT_NS
 
 from .harness import Client, Harness, error_condition
-from .test_muc import MUC, ROOM, create, field, join, join_xml
+from .muc_helpers import (
+    INFO,
+    MODERATED,
+    MUC,
+    OWNER,
+    PERSISTENT,
+    ROOM,
+    ROOMNAME,
+    SERVICE,
+    WHOIS,
+    create_room,
+    data_form,
+    field,
+    form_values,
+    in_room,
+    iq,
+    join,
+    join_xml,
+    query,
+    room_service,  # noqa: F401  (the fixture h)
+    start,
+)
 
-SERVICE = "conference.localhost"
-INFO = "http://jabber.org/protocol/disco#info"
 ITEMS = "http://jabber.org/protocol/disco#items"
 RSM = "http://jabber.org/protocol/rsm"
-DATA = "jabber:x:data"
 UNIQUE = "http://jabber.org/protocol/muc#unique"
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with Harness.start(tmp_path, components={SERVICE: ("components.muc",)}) as harness:
-        for name in ("alice", "bob", "carol"):
-            await harness.account(f"{name}@localhost")
-        yield harness
-
-
-async def ask(client: Client, to: str, payload: str) -> etree._Element:
-    """The answer to `<iq type='get'>` with `payload` (one iq reply, and nothing else)."""
-    await client.send(f"<iq type='get' id='q1' to='{to}'>{payload}</iq>")
-    (reply,) = client.take()
-    assert reply.tag == f"{{{CLIENT_NS}}}iq" and reply.get("id") == "q1", etree.tostring(reply)
+async def get(client: Client, to: str, payload: str) -> etree._Element:
+    """The answer to `<iq type='get'>` with `payload`, which is all the client receives."""
+    reply = await iq(client, "get", payload, to)
+    assert client.take() == []
     return reply
 
 
@@ -49,18 +56,12 @@ def identities(reply: etree._Element) -> list[dict[str, str]]:
     return [{str(k): str(v) for k, v in i.attrib.items()} for i in reply.iter(f"{{{INFO}}}identity")]
 
 
-def form_values(reply: etree._Element) -> dict[str, list[str]]:
-    return {
-        f.get("var", ""): [v.text or "" for v in f.iter(f"{{{DATA}}}value")] for f in reply.iter(f"{{{DATA}}}field")
-    }
-
-
 # -- the service ------------------------------------------------------------------------------------
 
 
 async def test_the_service_says_what_it_is_and_does(h: Harness) -> None:
     alice = await h.connect("alice@localhost/desk")
-    reply = await ask(alice, SERVICE, f"<query xmlns='{INFO}'/>")
+    reply = await get(alice, SERVICE, f"<query xmlns='{INFO}'/>")
     assert {"category": "conference", "type": "text", "name": "Chatrooms"} in identities(reply)
     assert {MUC, "http://jabber.org/protocol/muc#stable_id", UNIQUE, RSM} <= features(reply)
     # Nothing a room does on its own is claimed for the service.
@@ -68,35 +69,30 @@ async def test_the_service_says_what_it_is_and_does(h: Harness) -> None:
 
 
 async def test_unique_room_names_are_random_and_for_who_may_create(tmp_path: Path) -> None:
-    components = {SERVICE: ("components.muc",)}
-    options = {"components.muc": {"create_rooms": "admins", "admins": ["root@localhost"]}}
-    async with Harness.start(tmp_path, components=components, options=options) as h:
+    async with start(tmp_path, create_rooms="admins") as h:
         root, alice = await h.connect("root@localhost/desk"), await h.connect("alice@localhost/desk")
         names = set()
         for _ in range(2):
-            reply = await ask(root, SERVICE, f"<unique xmlns='{UNIQUE}'/>")
+            reply = await get(root, SERVICE, f"<unique xmlns='{UNIQUE}'/>")
             name = reply.findtext(f"{{{UNIQUE}}}unique") or ""
             assert re.fullmatch("[0-9a-f]{32}", name)
             names.add(name)
         assert len(names) == 2
-        refused = await ask(alice, SERVICE, f"<unique xmlns='{UNIQUE}'/>")
+        refused = await get(alice, SERVICE, f"<unique xmlns='{UNIQUE}'/>")
         assert error_condition(refused) == "not-allowed"
 
 
 async def test_the_room_list_shows_public_rooms_by_name(h: Harness) -> None:
-    alice = await create(h, form=field("muc#roomconfig_roomname", "The Lobby"))
+    alice = await create_room(h, field(ROOMNAME, "The Lobby"))
     await alice.send(join_xml("alice", room=f"hidden@{SERVICE}"))
-    await alice.send(
-        f"<iq type='set' id='c' to='hidden@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-        f"<x xmlns='{DATA}' type='submit'>{field('muc#roomconfig_publicroom', '0')}</x></query></iq>"
-    )
+    await query(alice, OWNER, data_form(field("muc#roomconfig_publicroom", "0")), to=f"hidden@{SERVICE}")
     await alice.send(join_xml("alice", room=f"locked@{SERVICE}"))  # never configured
     alice.take()
-    reply = await ask(alice, SERVICE, f"<query xmlns='{ITEMS}'/>")
+    reply = await get(alice, SERVICE, f"<query xmlns='{ITEMS}'/>")
     items = [dict(item.attrib) for item in reply.iter(f"{{{ITEMS}}}item")]
     assert items == [{"jid": ROOM, "name": "The Lobby"}]
     assert reply.find(f".//{{{RSM}}}set") is None  # the whole list: no page
-    assert error_condition(await ask(alice, SERVICE, f"<query xmlns='{ITEMS}' node='x'/>")) == "item-not-found"
+    assert error_condition(await get(alice, SERVICE, f"<query xmlns='{ITEMS}' node='x'/>")) == "item-not-found"
 
 
 async def open_rooms(h: Harness, count: int) -> tuple[Client, list[str]]:
@@ -105,10 +101,7 @@ async def open_rooms(h: Harness, count: int) -> tuple[Client, list[str]]:
     jids = [f"room{n:02}@{SERVICE}" for n in range(count)]
     for jid in jids:
         await alice.send(join_xml("alice", room=jid))
-        await alice.send(
-            f"<iq type='set' id='c' to='{jid}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-            f"<x xmlns='{DATA}' type='submit'>{field('muc#roomconfig_persistentroom', '1')}</x></query></iq>"
-        )
+        await query(alice, OWNER, data_form(field(PERSISTENT, "1")), to=jid)
     alice.take()
     return alice, jids
 
@@ -130,8 +123,8 @@ def page(reply: etree._Element) -> tuple[list[str], dict[str, str | None]]:
 async def test_the_room_list_pages_with_rsm(h: Harness) -> None:
     alice, jids = await open_rooms(h, 25)
 
-    async def rsm(query: str) -> etree._Element:
-        return await ask(alice, SERVICE, f"<query xmlns='{ITEMS}'><set xmlns='{RSM}'>{query}</set></query>")
+    async def rsm(paging: str) -> etree._Element:
+        return await get(alice, SERVICE, f"<query xmlns='{ITEMS}'><set xmlns='{RSM}'>{paging}</set></query>")
 
     # Forwards, page by page with <after/>.
     seen: list[str] = []
@@ -171,23 +164,20 @@ async def test_the_room_list_pages_with_rsm(h: Harness) -> None:
 async def test_a_long_room_list_comes_in_pages_unasked(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     alice, jids = await open_rooms(h, 5)
     monkeypatch.setattr(disco, "PAGE_LIMIT", 2)
-    listed, summary = page(await ask(alice, SERVICE, f"<query xmlns='{ITEMS}'/>"))
+    listed, summary = page(await get(alice, SERVICE, f"<query xmlns='{ITEMS}'/>"))
     assert listed == jids[:2] and summary["count"] == "5"
     # Nobody gets more than a page, whatever it asks for.
     rsm = f"<set xmlns='{RSM}'><max>100</max></set>"
-    assert page(await ask(alice, SERVICE, f"<query xmlns='{ITEMS}'>{rsm}</query>"))[0] == jids[:2]
+    assert page(await get(alice, SERVICE, f"<query xmlns='{ITEMS}'>{rsm}</query>"))[0] == jids[:2]
 
 
 # -- a room ---------------------------------------------------------------------------------------
 
 
 async def test_room_info_tells_its_configuration_and_what_it_does(h: Harness) -> None:
-    form = (field("muc#roomconfig_roomname", "The Lobby") + field("muc#roomconfig_moderatedroom", "1")
-            + field("muc#roomconfig_roomdesc", "Come in"))
-    alice = await create(h, form=form)
-    bob = await join(h, "bob")
-    bob.take()
-    reply = await ask(bob, ROOM, f"<query xmlns='{INFO}'/>")
+    form = field(ROOMNAME, "The Lobby") + field(MODERATED, "1") + field("muc#roomconfig_roomdesc", "Come in")
+    alice, bob = await in_room(h, "alice", "bob", fields=form)
+    reply = await get(bob, ROOM, f"<query xmlns='{INFO}'/>")
     assert reply.get("type") == "result" and reply.get("from") == ROOM
     assert identities(reply) == [{"category": "conference", "type": "text", "name": "The Lobby"}]
     assert {
@@ -201,68 +191,52 @@ async def test_room_info_tells_its_configuration_and_what_it_does(h: Harness) ->
     assert values["muc#roominfo_description"] == ["Come in"] and values["muc#roominfo_occupants"] == ["2"]
     # Owners are contacts only where real JIDs are public anyway.
     assert "muc#roominfo_contactjid" not in values
-    await alice.send(
-        f"<iq type='set' id='c' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
-        f"<x xmlns='{DATA}' type='submit'>{field('muc#roomconfig_whois', 'anyone')}"
-        f"{field('muc#roomconfig_enablearchiving', '0')}</x></query></iq>"
-    )
+    await query(alice, OWNER, data_form(field(WHOIS, "anyone") + field("muc#roomconfig_enablearchiving", "0")))
     bob.take()  # the configuration change notice
-    reply = await ask(bob, ROOM, f"<query xmlns='{INFO}'/>")
+    reply = await get(bob, ROOM, f"<query xmlns='{INFO}'/>")
     assert form_values(reply)["muc#roominfo_contactjid"] == ["alice@localhost"]
     assert "muc_nonanonymous" in features(reply) and "urn:xmpp:mam:2" not in features(reply)
 
 
 async def test_room_info_errors_and_nodes(h: Harness) -> None:
-    alice = await h.connect("alice@localhost/desk")
-    await alice.send(join_xml("alice"))  # a new room, locked until configured
+    alice = await join(h, "alice")  # a new room, locked until configured
     alice.take()
     bob = await h.connect("bob@localhost/desk")
     for payload in (f"<query xmlns='{INFO}'/>", f"<query xmlns='{ITEMS}'/>"):
-        assert error_condition(await ask(bob, ROOM, payload)) == "item-not-found"  # it does not exist yet
-        assert (await ask(alice, ROOM, payload)).get("type") == "result"  # but for its owner
-        assert error_condition(await ask(bob, f"nowhere@{SERVICE}", payload)) == "item-not-found"
+        assert error_condition(await get(bob, ROOM, payload)) == "item-not-found"  # it does not exist yet
+        assert (await get(alice, ROOM, payload)).get("type") == "result"  # but for its owner
+        assert error_condition(await get(bob, f"nowhere@{SERVICE}", payload)) == "item-not-found"
     traffic = f"<query xmlns='{INFO}' node='http://jabber.org/protocol/muc#traffic'/>"
-    assert error_condition(await ask(alice, ROOM, traffic)) == "service-unavailable"  # §18.1.1: nothing is cut
-    assert error_condition(await ask(alice, ROOM, f"<query xmlns='{INFO}' node='x'/>")) == "item-not-found"
-    assert error_condition(await ask(alice, ROOM, f"<query xmlns='{ITEMS}' node='x'/>")) == "item-not-found"
+    assert error_condition(await get(alice, ROOM, traffic)) == "service-unavailable"  # §18.1.1: nothing is cut
+    assert error_condition(await get(alice, ROOM, f"<query xmlns='{INFO}' node='x'/>")) == "item-not-found"
+    assert error_condition(await get(alice, ROOM, f"<query xmlns='{ITEMS}' node='x'/>")) == "item-not-found"
 
 
 async def test_room_items_keep_the_occupants_private(h: Harness) -> None:
-    await create(h)
-    bob = await join(h, "bob")
-    bob.take()
-    reply = await ask(bob, ROOM, f"<query xmlns='{ITEMS}'/>")
-    query = reply.find(f"{{{ITEMS}}}query")
-    assert reply.get("type") == "result" and query is not None and len(query) == 0
+    _alice, bob = await in_room(h, "alice", "bob")
+    reply = await get(bob, ROOM, f"<query xmlns='{ITEMS}'/>")
+    items = reply.find(f"{{{ITEMS}}}query")
+    assert reply.get("type") == "result" and items is not None and len(items) == 0
 
 
 # -- iqs to occupants -----------------------------------------------------------------------------
 
 
-async def alice_and_bob(h: Harness) -> tuple[Client, Client]:
-    """Alice's room with bob in it, all they received so far read."""
-    alice = await create(h)
-    bob = await join(h, "bob")
-    for client in (alice, bob):
-        client.take()
-    return alice, bob
-
-
 async def test_a_self_ping_is_answered_by_the_room(h: Harness) -> None:
-    alice, bob = await alice_and_bob(h)
+    alice, bob = await in_room(h, "alice", "bob")
     ping = "<ping xmlns='urn:xmpp:ping'/>"
     # XEP-0410 §3.3: joined under that nick, the room answers at once (nothing reaches alice).
-    answer = await ask(bob, f"{ROOM}/bob", ping)
+    answer = await get(bob, f"{ROOM}/bob", ping)
     assert answer.get("type") == "result" and answer.get("from") == f"{ROOM}/bob"
     assert alice.take() == []
     # Not joined (another device of bob's, or after a restart of the room): not-acceptable.
     phone = await h.connect("bob@localhost/phone")
-    assert error_condition(await ask(phone, f"{ROOM}/bob", ping)) == "not-acceptable"
-    assert error_condition(await ask(phone, f"nowhere@{SERVICE}/bob", ping)) == "not-acceptable"
+    assert error_condition(await get(phone, f"{ROOM}/bob", ping)) == "not-acceptable"
+    assert error_condition(await get(phone, f"nowhere@{SERVICE}/bob", ping)) == "not-acceptable"
 
 
 async def test_iqs_to_an_occupant_go_through_the_room_both_ways(h: Harness) -> None:
-    alice, bob = await alice_and_bob(h)
+    alice, bob = await in_room(h, "alice", "bob")
     await bob.send(f"<iq type='get' id='v1' to='{ROOM}/alice'><query xmlns='jabber:iq:version'/></iq>")
     # §17.4 rule 3: alice sees bob's occupant JID, never his real one, and the room's own id.
     (asked,) = alice.take()
@@ -290,7 +264,7 @@ async def test_iqs_to_an_occupant_go_through_the_room_both_ways(h: Harness) -> N
 
 
 async def test_answers_the_room_did_not_ask_for_are_dropped(h: Harness) -> None:
-    alice, bob = await alice_and_bob(h)
+    alice, bob = await in_room(h, "alice", "bob")
     carol = await join(h, "carol")
     for client in (alice, bob, carol):
         client.take()
@@ -309,21 +283,19 @@ async def test_answers_the_room_did_not_ask_for_are_dropped(h: Harness) -> None:
 
 
 async def test_iqs_to_occupants_from_outside_or_to_nobody_are_refused(h: Harness) -> None:
-    await create(h)
-    bob = await join(h, "bob")
-    bob.take()
+    _alice, bob = await in_room(h, "alice", "bob")
     stranger = await h.connect("carol@localhost/desk")
     # §6.6: disco from outside is a bad request; anything else not acceptable (XEP-0410 §3.2).
-    assert error_condition(await ask(stranger, f"{ROOM}/alice", f"<query xmlns='{INFO}'/>")) == "bad-request"
+    assert error_condition(await get(stranger, f"{ROOM}/alice", f"<query xmlns='{INFO}'/>")) == "bad-request"
     version = "<query xmlns='jabber:iq:version'/>"
-    assert error_condition(await ask(stranger, f"{ROOM}/alice", version)) == "not-acceptable"
-    assert error_condition(await ask(bob, f"{ROOM}/nobody", version)) == "item-not-found"
+    assert error_condition(await get(stranger, f"{ROOM}/alice", version)) == "not-acceptable"
+    assert error_condition(await get(bob, f"{ROOM}/nobody", version)) == "item-not-found"
 
 
 async def test_a_vcard_request_goes_to_the_occupants_account(h: Harness) -> None:
-    alice, bob = await alice_and_bob(h)
+    alice, bob = await in_room(h, "alice", "bob")
     # The account's server answers for it (here it has no vCard module: service-unavailable),
     # and none of alice's devices is asked.
-    answer = await ask(bob, f"{ROOM}/alice", "<vCard xmlns='vcard-temp'/>")
+    answer = await get(bob, f"{ROOM}/alice", "<vCard xmlns='vcard-temp'/>")
     assert answer.get("from") == f"{ROOM}/alice" and error_condition(answer) == "service-unavailable"
     assert alice.take() == []

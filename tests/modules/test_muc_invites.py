@@ -3,28 +3,33 @@ invitee gets, who may invite, membership in members-only rooms, and the errors."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from lxml import etree
 
 from storage.shapes import MAP
 from xmppd.stanza import CLIENT_NS
 
-from .harness import Client, Harness, error_condition, iq_reply, presence
-from .test_muc import ROOM, USER, codes, create, field, item, join, message
+from .harness import Client, Harness, error_condition, presence
+from .muc_helpers import (
+    MEMBERS_ONLY,
+    PERSISTENT,
+    ROOM,
+    SECRET,
+    SERVICE,
+    USER,
+    admin,
+    affiliate,
+    codes,
+    create_room,
+    field,
+    item,
+    join,
+    join_xml,
+    message,
+    ok,
+    room_service,  # noqa: F401  (the fixture h)
+)
 
-SERVICE = "conference.localhost"
 CONFERENCE = "jabber:x:conference"
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with Harness.start(tmp_path, components={SERVICE: ("components.muc",)}) as harness:
-        for name in ("alice", "bob", "carol", "dave"):
-            await harness.account(f"{name}@localhost")
-        yield harness
 
 
 def invites_xml(*invitees: str, reason: str = "") -> str:
@@ -62,16 +67,8 @@ async def available(client: Client) -> None:
     client.take()
 
 
-async def make_member(owner: Client, account: str) -> None:
-    await owner.send(
-        f"<iq type='set' id='m' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'>"
-        f"<item affiliation='member' jid='{account}'/></query></iq>"
-    )
-    assert [reply.get("type") for reply in owner.take(iq_reply)] == ["result"]
-
-
 async def test_an_occupant_invites_several_people_at_once(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob, carol = await online(h, "bob"), await online(h, "carol")
     await alice.send(invites_xml("bob@localhost", "carol@localhost/desk", reason="Come and see"))
     assert alice.take() == []
@@ -88,7 +85,7 @@ async def test_an_occupant_invites_several_people_at_once(h: Harness) -> None:
 
 
 async def test_the_invitation_carries_the_password_and_what_the_one_to_one_chat_continues(h: Harness) -> None:
-    alice = await create(h, form=field("muc#roomconfig_roomsecret", "sesame"))
+    alice = await create_room(h, field(SECRET, "sesame"))
     bob = await online(h, "bob")
     await alice.send(
         f"<message id='inv2' to='{ROOM}'><x xmlns='{USER}'><invite to='bob@localhost'>"
@@ -105,12 +102,9 @@ async def test_the_invitation_carries_the_password_and_what_the_one_to_one_chat_
 
 
 async def test_invitations_are_refused_whole(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob = await online(h, "bob")
-    await alice.send(
-        f"<iq type='set' id='b' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'>"
-        "<item affiliation='outcast' jid='carol@localhost'/></query></iq>"
-    )
+    await admin(alice, affiliate(carol="outcast"))
     alice.take()
     for invitees, condition in (
         (("bob@localhost", "nobody@localhost"), "item-not-found"),  # §7.8.2: no such account
@@ -127,7 +121,7 @@ async def test_invitations_are_refused_whole(h: Harness) -> None:
 
 
 async def test_only_occupants_invite_and_only_to_rooms_that_exist(h: Harness) -> None:
-    await create(h)
+    await create_room(h)
     outsider = await online(h, "dave")
     await outsider.send(invites_xml("bob@localhost"))
     (refused,) = outsider.take()
@@ -139,7 +133,7 @@ async def test_only_occupants_invite_and_only_to_rooms_that_exist(h: Harness) ->
 
 async def test_a_locked_room_exists_only_for_its_owner(h: Harness) -> None:
     alice = await online(h, "alice")
-    await alice.send(f"<presence to='{ROOM}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await alice.send(join_xml("alice"))
     alice.take()
     bob = await online(h, "bob")
     await bob.send(f"<message to='{ROOM}'><x xmlns='{USER}'><decline to='alice@localhost'/></x></message>")
@@ -149,8 +143,8 @@ async def test_a_locked_room_exists_only_for_its_owner(h: Harness) -> None:
 
 
 async def test_members_only_rooms_let_admins_invite_and_invitees_in(h: Harness) -> None:
-    alice = await create(h, form=field("muc#roomconfig_membersonly", "1") + field("muc#roomconfig_persistentroom", "1"))
-    await make_member(alice, "bob@localhost")
+    alice = await create_room(h, field(MEMBERS_ONLY, "1") + field(PERSISTENT, "1"))
+    ok(await admin(alice, affiliate(bob="member")))
     bob = await join(h, "bob")
     bob.take()
     alice.take()
@@ -164,7 +158,7 @@ async def test_members_only_rooms_let_admins_invite_and_invitees_in(h: Harness) 
     await alice.send(invites_xml("carol@localhost"))
     (received,) = carol.take()
     assert invitation_of(received)["inviter"] == "alice@localhost"
-    await carol.send(f"<presence to='{ROOM}/carol'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await carol.send(join_xml("carol"))
     (own,) = [p for p in carol.take(presence) if "110" in codes(p)]
     assert item(own)["affiliation"] == "member"
     # Kept with the room: a persistent room's members survive a restart.
@@ -173,9 +167,9 @@ async def test_members_only_rooms_let_admins_invite_and_invitees_in(h: Harness) 
 
 
 async def test_members_invite_where_the_room_allows_it(h: Harness) -> None:
-    form = field("muc#roomconfig_membersonly", "1") + field("muc#roomconfig_allowinvites", "1")
-    alice = await create(h, form=form)
-    await make_member(alice, "bob@localhost")
+    form = field(MEMBERS_ONLY, "1") + field("muc#roomconfig_allowinvites", "1")
+    alice = await create_room(h, form)
+    ok(await admin(alice, affiliate(bob="member")))
     bob = await join(h, "bob")
     bob.take()
     await bob.send(invites_xml("dave@localhost"))
@@ -185,7 +179,7 @@ async def test_members_invite_where_the_room_allows_it(h: Harness) -> None:
 
 
 async def test_a_decline_goes_back_to_the_inviter(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     await available(alice)
     bob = await online(h, "bob")
     await bob.send(
@@ -204,7 +198,7 @@ async def test_a_decline_goes_back_to_the_inviter(h: Harness) -> None:
 
 
 async def test_a_groupchat_message_is_no_invitation(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob = await online(h, "bob")
     await alice.send(
         f"<message type='groupchat' to='{ROOM}'><body>hi</body><x xmlns='{USER}'>"

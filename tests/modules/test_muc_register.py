@@ -3,45 +3,32 @@ in-memory server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from lxml import etree
 
 from .harness import Client, Harness, error_condition, iq_reply, presence
-from .test_muc import ROOM, USER, codes, create, field, item, join, join_xml
+from .muc_helpers import (
+    ADMIN,
+    DATA,
+    INFO,
+    MEMBERS_ONLY,
+    ROOM,
+    SERVICE,
+    USER,
+    admin,
+    codes,
+    create_room,
+    data_form,
+    field,
+    iq,
+    item,
+    join,
+    join_xml,
+    room_service,  # noqa: F401  (the fixture h)
+)
 
-SERVICE = "conference.localhost"
 REGISTER = "jabber:iq:register"
-DATA = "jabber:x:data"
-INFO = "http://jabber.org/protocol/disco#info"
 NICK_NODE = "x-roomuser-item"
 ROOMNICK = "muc#register_roomnick"
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with Harness.start(tmp_path, components={SERVICE: ("components.muc",)}) as harness:
-        for name in ("alice", "bob", "carol"):
-            await harness.account(f"{name}@localhost")
-        yield harness
-
-
-async def iq(client: Client, type_: str, payload: str, to: str = ROOM) -> etree._Element:
-    """The answer to an iq (what else the client got is read and dropped)."""
-    await client.send(f"<iq type='{type_}' id='r1' to='{to}'>{payload}</iq>")
-    (reply,) = client.take(iq_reply)
-    assert reply.get("id") == "r1"
-    return reply
-
-
-async def iq_and_more(client: Client, type_: str, payload: str) -> tuple[etree._Element, list[etree._Element]]:
-    """The answer to an iq to the room, and the presence the client got with it."""
-    await client.send(f"<iq type='{type_}' id='r1' to='{ROOM}'>{payload}</iq>")
-    received = client.take()
-    (reply,) = [stanza for stanza in received if iq_reply(stanza)]
-    return reply, [stanza for stanza in received if presence(stanza)]
 
 
 async def ask_form(client: Client, to: str = ROOM) -> etree._Element:
@@ -49,8 +36,8 @@ async def ask_form(client: Client, to: str = ROOM) -> etree._Element:
 
 
 async def register(client: Client, nick: str, to: str = ROOM) -> etree._Element:
-    form = f"<x xmlns='{DATA}' type='submit'>{field('FORM_TYPE', 'http://jabber.org/protocol/muc#register')}"
-    return await iq(client, "set", f"<query xmlns='{REGISTER}'>{form}{field(ROOMNICK, nick)}</x></query>", to)
+    form = data_form(field("FORM_TYPE", "http://jabber.org/protocol/muc#register") + field(ROOMNICK, nick))
+    return await iq(client, "set", f"<query xmlns='{REGISTER}'>{form}</query>", to)
 
 
 async def reserved_nick(client: Client, to: str = ROOM) -> list[str | None]:
@@ -63,16 +50,15 @@ async def reserved_nick(client: Client, to: str = ROOM) -> list[str | None]:
 async def member_nick(owner: Client, account: str) -> str | None:
     """The nick the member list (muc#admin, read by the owner) gives `account`: None when it is
     no member, '' when it has no nick."""
-    query = "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query>"
-    reply = await iq(owner, "get", query)
-    for listed in reply.iter("{http://jabber.org/protocol/muc#admin}item"):
+    reply = await admin(owner, "<item affiliation='member'/>", "get")
+    for listed in reply.iter(f"{{{ADMIN}}}item"):
         if listed.get("jid") == account:
             return listed.get("nick") or ""
     return None
 
 
 async def test_registering_makes_a_member_with_a_reserved_nick(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob = await h.connect("bob@localhost/desk")
     assert await reserved_nick(bob) == []  # §7.12: nothing reserved yet, an empty answer
     reply = await ask_form(bob)
@@ -105,15 +91,15 @@ async def test_registering_makes_a_member_with_a_reserved_nick(h: Harness) -> No
 
 
 async def test_registering_in_the_room_is_announced_and_the_nick_proposed(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob = await join(h, "bob", nick="bobby")
     bob.take()
     alice.take()
     reply = await ask_form(bob)
     proposed = [f for f in reply.iter(f"{{{DATA}}}field") if f.get("var") == ROOMNICK]
     assert [f.findtext(f"{{{DATA}}}value") for f in proposed] == ["bobby"]
-    form = f"<x xmlns='{DATA}' type='submit'>{field(ROOMNICK, 'bobby')}</x>"
-    reply, (own,) = await iq_and_more(bob, "set", f"<query xmlns='{REGISTER}'>{form}</query>")
+    reply = await iq(bob, "set", f"<query xmlns='{REGISTER}'>{data_form(field(ROOMNICK, 'bobby'))}</query>")
+    (own,) = bob.take(presence)
     assert reply.get("type") == "result"
     # §7.10: the new affiliation in bob's presence, to everyone.
     (seen,) = alice.take(presence)
@@ -122,7 +108,7 @@ async def test_registering_in_the_room_is_announced_and_the_nick_proposed(h: Har
 
 
 async def test_registration_errors(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     carol = await join(h, "carol")
     carol.take()
     bob = await h.connect("bob@localhost/desk")
@@ -130,10 +116,10 @@ async def test_registration_errors(h: Harness) -> None:
     assert error_condition(await register(bob, "carol")) == "conflict"
     assert error_condition(await register(bob, "x" * 1100)) == "not-acceptable"
     # §7.10: no valid form is a bad request; a cancelled one changes nothing.
-    for form in ("", f"<x xmlns='{DATA}' type='form'/>", f"<x xmlns='{DATA}' type='submit'/>"):
+    for form in ("", data_form(type_="form"), data_form()):
         payload = f"<query xmlns='{REGISTER}'>{form}</query>"
         assert error_condition(await iq(bob, "set", payload)) == "bad-request", payload
-    cancel = f"<query xmlns='{REGISTER}'><x xmlns='{DATA}' type='cancel'/></query>"
+    cancel = f"<query xmlns='{REGISTER}'>{data_form(type_='cancel')}</query>"
     assert (await iq(bob, "set", cancel)).get("type") == "result"
     assert await member_nick(alice, "bob@localhost") is None
     # No such room; a room that is still locked does not exist for anyone but its owner.
@@ -149,14 +135,13 @@ async def test_registration_errors(h: Harness) -> None:
 
 
 async def test_who_may_register(h: Harness) -> None:
-    alice = await create(h, form=field("muc#roomconfig_membersonly", "1"))
+    alice = await create_room(h, field(MEMBERS_ONLY, "1"))
     bob = await h.connect("bob@localhost/desk")
     # Members-only: the admins make members (§9.5), not registration.
     assert error_condition(await ask_form(bob)) == "not-allowed"
     assert error_condition(await register(bob, "bob")) == "not-allowed"
-    admin = "<query xmlns='http://jabber.org/protocol/muc#admin'>"
-    await iq(alice, "set", f"{admin}<item affiliation='member' jid='bob@localhost'/></query>")
-    await iq(alice, "set", f"{admin}<item affiliation='outcast' jid='carol@localhost'/></query>")
+    await admin(alice, "<item jid='bob@localhost' affiliation='member'/>")
+    await admin(alice, "<item jid='carol@localhost' affiliation='outcast'/>")
     alice.take()
     # A member may reserve (or change) its nick; an owner too, and stays an owner.
     assert (await register(bob, "bob")).get("type") == "result"
@@ -170,7 +155,7 @@ async def test_who_may_register(h: Harness) -> None:
 
 
 async def test_unregistering(h: Harness) -> None:
-    alice = await create(h)
+    alice = await create_room(h)
     bob = await h.connect("bob@localhost/desk")
     remove = f"<query xmlns='{REGISTER}'><remove/></query>"
     assert error_condition(await iq(bob, "set", remove)) == "registration-required"
@@ -188,16 +173,16 @@ async def test_unregistering(h: Harness) -> None:
 
 
 async def test_a_member_who_unregisters_leaves_a_members_only_room(h: Harness) -> None:
-    alice = await create(h, form=field("muc#roomconfig_membersonly", "1"))
-    await iq(alice, "set", "<query xmlns='http://jabber.org/protocol/muc#admin'>"
-                           "<item affiliation='member' jid='bob@localhost'/></query>")
+    alice = await create_room(h, field(MEMBERS_ONLY, "1"))
+    await admin(alice, "<item jid='bob@localhost' affiliation='member'/>")
     bob = await join(h, "bob")
     bob.take()
     alice.take()
-    reply, (gone,) = await iq_and_more(bob, "set", f"<query xmlns='{REGISTER}'><remove/></query>")
+    reply = await iq(bob, "set", f"<query xmlns='{REGISTER}'><remove/></query>")
+    (gone,) = bob.take(presence)
     assert reply.get("type") == "result"
     # §9.4: out with 321, as when an admin revokes the membership, but with no actor.
-    assert gone.get("type") == "unavailable" and {"110", "321"} <= codes(gone)
+    assert gone.get("type") == "unavailable" and {"110", "321"} <= set(codes(gone))
     assert gone.find(f"{{{USER}}}x/{{{USER}}}item/{{{USER}}}actor") is None
     (seen,) = alice.take(presence)
     assert seen.get("from") == f"{ROOM}/bob" and "321" in codes(seen)

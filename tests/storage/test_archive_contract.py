@@ -327,6 +327,32 @@ async def test_deleting_the_account_deletes_its_archive(storage: Storage) -> Non
     assert len((await storage.archive.query(HOST, "bob", ArchiveQuery())).records) == 1
 
 
+async def test_delete_archive_removes_that_owners_archive_only(storage: Storage) -> None:
+    # A destroyed room's archive: lobby@conference.localhost goes; another room on the same
+    # service, and an account named lobby on the parent host, stay.
+    room = [record(at(i), ROOM, user="lobby", host=ROOM_HOST, resource=f"nick{i}") for i in range(7)]
+    other_room = record(at(0, seq=1), f"attic@{ROOM_HOST}", user="attic", host=ROOM_HOST)
+    namesake = record(at(0, seq=2), ROOM, user="lobby", host="localhost", outgoing=True)
+    await storage.archive.append([*room[:3], other_room, namesake, *room[3:]])
+
+    assert await storage.archive.delete_archive(ROOM_HOST, "lobby") == 7
+    page = await storage.archive.query(ROOM_HOST, "lobby", ArchiveQuery(limit=100))
+    assert page.records == [] and page.complete
+    assert await storage.archive.count(ROOM_HOST, "lobby", ArchiveQuery()) == 0
+    assert await storage.archive.existing(ROOM_HOST, "lobby", [r.id for r in room]) == set()
+    assert (await storage.archive.query(ROOM_HOST, "attic", ArchiveQuery())).records == [other_room]
+    assert (await storage.archive.query("localhost", "lobby", ArchiveQuery())).records == [namesake]
+
+    # Gone is gone; an archive that never was is empty too.
+    assert await storage.archive.delete_archive(ROOM_HOST, "lobby") == 0
+    assert await storage.archive.delete_archive(ROOM_HOST, "nobody") == 0
+    assert await storage.archive.delete_archive("unknown.example", "lobby") == 0
+    # The name can be used again: a new archive under it starts empty and holds only what is new.
+    fresh = record(at(60), ROOM, user="lobby", host=ROOM_HOST, resource="newcomer")
+    await storage.archive.append([fresh])
+    assert (await storage.archive.query(ROOM_HOST, "lobby", ArchiveQuery())).records == [fresh]
+
+
 async def test_archive_survives_reopen(storage: Storage, storage_factory: StorageFactory) -> None:
     records = await fill(storage, 3)
     await storage.close()
