@@ -71,14 +71,22 @@ class Archiving:
         self.ids = ArchiveIds()
         self._clock = clock
 
-    def record(self, owner: JID, peer: JID, *, outgoing: bool, stanza: str) -> ArchiveRecord:
-        """A record for `owner`'s archive (its bare JID: an account or a room) with a fresh id.
+    def next_id(self) -> int:
+        """A fresh archive id, for a record made later (the stanza stored must carry it)."""
+        return self.ids.next(int(self._clock() * 1000))
+
+    def record(
+        self, owner: JID, peer: JID, *, outgoing: bool, stanza: str, archive_id: int | None = None
+    ) -> ArchiveRecord:
+        """A record for `owner`'s archive (its bare JID: an account or a room), with a fresh id
+        unless it got one from `next_id`.
 
         `peer` is what the `with` filter of a query matches (XEP-0313 §4.1.1): its bare JID,
         and its resource when it has one. `stanza` is the message as stored, serialised."""
         # An archive belongs to an account or a room, never to a domain.
         assert owner.local is not None and owner.is_bare, f"not an archive owner: {owner}"
-        archive_id = self.ids.next(int(self._clock() * 1000))
+        if archive_id is None:
+            archive_id = self.next_id()
         return ArchiveRecord(
             owner.domain, owner.local, archive_id, str(peer.bare), peer.resource or "", outgoing, stanza
         )

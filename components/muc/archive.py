@@ -2,8 +2,9 @@
 
 Writing. A groupchat message worth keeping (a body, or a payload that is part of the
 conversation: the same rule as users' archives, xmppd/modules/mam.py) is archived once, as the
-occupants get it (`from` the occupant JID), before it is fanned out: the room waits for the
-record's commit, so whatever an occupant has seen is in the archive. It goes through the
+occupants get it (`from` the occupant JID, its stanza-id included: the very bytes of the copies,
+so it is serialised once for both), before it is fanned out: the room waits for the record's
+commit, so whatever an occupant has seen is in the archive. It goes through the
 server's archiving service (xmppd/archiving.py), the batched writer users' 1:1 archives use, so
 a busy server commits room and user messages together. The archive id reaches every copy as
 `<stanza-id by='room@service' id=…/>`. `with` in a query matches the occupant JID (room/nick):
@@ -17,15 +18,13 @@ entering). Results come `from` the room JID (§4.2).
 
 from __future__ import annotations
 
-from lxml import etree
-
 from components.muc.room import Room
 from components.muc.service import MucService
-from storage.archive import format_id
 from xmppd.archiving import WRITE_ERRORS, archiving
 from xmppd.jid import JID
-from xmppd.module import ModuleAPI, Stanza, StanzaEvent
+from xmppd.module import ModuleAPI, StanzaEvent
 from xmppd.modules import mam
+from xmppd.router import Template
 
 NS = mam.NS
 
@@ -67,18 +66,17 @@ def may_read(service: MucService, room: Room, requester: JID) -> bool:
     return not room.config.members_only or affiliation in ("owner", "admin", "member")
 
 
-async def archive_message(service: MucService, room: Room, message: Stanza) -> str | None:
-    """Archive a groupchat message as it is passed on: its archive id once durable, None when it
-    is not worth keeping; one of WRITE_ERRORS when it could not be written (logged)."""
-    if not mam.worth_keeping(message.element):
-        return None
+async def archive_message(
+    service: MucService, room: Room, sender: JID, serialised: Template, archive_id: int
+) -> None:
+    """Archive a groupchat message as it is passed on (`serialised`, its stanza-id included) under
+    an id from `archiving(mod).next_id()`; return once durable, or raise one of WRITE_ERRORS
+    (logged)."""
     writer = archiving(service.mod)
-    assert message.from_ is not None
-    record = writer.record(room.jid, message.from_, outgoing=False,
-                           stanza=etree.tostring(message.element, encoding="unicode"))
+    stanza = (serialised.head + serialised.tail).decode()
+    record = writer.record(room.jid, sender, outgoing=False, stanza=stanza, archive_id=archive_id)
     try:
         await writer.write(record)
     except WRITE_ERRORS as exc:
         service.mod.log.error("archiving a message of room %s failed: %s", room.jid, exc)
         raise
-    return format_id(record.id)

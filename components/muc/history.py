@@ -3,24 +3,24 @@ asked for with `<history/>`. No I/O; the time is passed in.
 
 An entry is kept serialised, as every recipient will get it but for its `to` attribute: a
 `Template` (xmppd.router: `head` is b'<message', `tail` all the rest, XEP-0203 `<delay/>`
-included), whose `copy(jid)` is the stanza for one recipient. So a message is serialised once,
-when it is kept, however many occupants join later, and copies are made as for live messages.
+included), whose `copy(jid)` is the stanza for one recipient. It is made from the bytes the room
+fanned out (the delay spliced in before the closing tag), so a message is serialised once, for
+the archive, the occupants and the history, however many occupants join later.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections import deque
 from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from xmppd.elements import element
 from xmppd.jid import JID
 from xmppd.modules.mam import parse_datetime, stamp
-from xmppd.router import Template, template
+from xmppd.router import Template
 
 MUC_NS = "http://jabber.org/protocol/muc"
 DELAY_NS = "urn:xmpp:delay"
@@ -46,19 +46,21 @@ class HistoryRequest:
     since: float | None = None  # seconds since the epoch
 
 
-def delayed(message: etree._Element, room: str, now: float) -> HistoryEntry:
-    """The history entry of a groupchat message as the room fans it out (`from` the occupant).
-
-    It gets the `<delay/>` §7.2.14 requires, `from` the room (`room`, its bare JID) and stamped
-    `now`; `message` itself is left as it is, and a `to` it may carry is dropped.
-    """
+def delayed(message: Template, room: str, now: float) -> HistoryEntry:
+    """The history entry of a groupchat message as the room fans it out (`from` the occupant, no
+    `to`), made from its serialisation: the `<delay/>` §7.2.14 requires, `from` the room (`room`,
+    its bare JID) and stamped `now`, goes before its closing tag."""
     millis = math.floor(now * 1000)
-    kept = copy.deepcopy(message)
-    kept.attrib.pop("to", "")
-    element(f"{{{DELAY_NS}}}delay", {"from": room, "stamp": stamp(millis)}, parent=kept)
-    serialised = template(kept)
+    delay = f'<delay xmlns="{DELAY_NS}" from={quoteattr(room)} stamp="{stamp(millis)}"/>'.encode()
+    tail = message.tail
+    if tail.endswith(b"/>"):  # no children: <message .../> opens up for the delay
+        tail = tail[:-2] + b">" + delay + b"</message>"
+    else:
+        closing = tail.rindex(b"</")
+        tail = tail[:closing] + delay + tail[closing:]
+    kept = Template(message.head, tail)
     # The serialisation is ASCII (characters beyond it are references), so bytes are characters.
-    return HistoryEntry(serialised, millis / 1000, len(serialised.head) + len(serialised.tail))
+    return HistoryEntry(kept, millis / 1000, len(kept.head) + len(kept.tail))
 
 
 def parse_history_request(history: etree._Element | None) -> HistoryRequest:

@@ -21,10 +21,13 @@ from components.muc.history import delayed
 from components.muc.presence import OCCUPANT_ID_NS, USER_NS, leave
 from components.muc.room import Occupant, Room
 from components.muc.service import MucService
-from xmppd.archiving import WRITE_ERRORS
+from storage.archive import format_id
+from xmppd.archiving import WRITE_ERRORS, archiving
 from xmppd.elements import element
 from xmppd.hooks import Handler
 from xmppd.module import ModuleAPI, Stanza, StanzaEvent
+from xmppd.modules.mam import worth_keeping
+from xmppd.router import template
 from xmppd.stanza import CLIENT_NS
 
 SID_TAG = "{urn:xmpp:sid:0}stanza-id"
@@ -91,18 +94,22 @@ def room_handler(service: MucService) -> Handler:
 
 async def fan_out(service: MucService, ev: StanzaEvent, room: Room, occupant: Occupant) -> None:
     message = as_occupant(room, occupant, ev.stanza)
-    has_body = message.element.find(_BODY) is not None
-    if room.config.archiving:
+    assert message.from_ is not None
+    archive_id = None
+    if room.config.archiving and worth_keeping(message.element):
+        archive_id = archiving(service.mod).next_id()
+        element(SID_TAG, {"by": str(room.jid), "id": format_id(archive_id)}, parent=message.element)
+    # Serialised once: the archive, the history and every occupant's copy are these bytes.
+    serialised = template(message.element)
+    if archive_id is not None:
         try:
-            archive_id = await archive_message(service, room, message)
+            await archive_message(service, room, message.from_, serialised, archive_id)
         except WRITE_ERRORS:
             ev.error("internal-server-error", "the message could not be archived")
             return
-        if archive_id is not None:
-            element(SID_TAG, {"by": str(room.jid), "id": archive_id}, parent=message.element)
-    if has_body and room.history.capacity:
-        room.history.add(delayed(message.element, str(room.jid), service.mod.time()))
-    await service.send_copies(message, room.recipients())
+    if room.history.capacity and message.element.find(_BODY) is not None:
+        room.history.add(delayed(serialised, str(room.jid), service.mod.time()))
+    await service.send_copies(message, room.recipients(), serialised)
 
 
 async def change_subject(service: MucService, ev: StanzaEvent, room: Room, occupant: Occupant, text: str) -> bool:

@@ -18,6 +18,7 @@ from components.muc.history import (
     parse_history_request,
 )
 from xmppd.jid import parse_jid
+from xmppd.router import template
 from xmppd.stanza import CLIENT_NS
 
 ROOM = "coven@chat.shakespeare.lit"
@@ -36,7 +37,7 @@ def message(body: str, nick: str = "firstwitch", **attributes: str) -> etree._El
 
 
 def entry(body: str, at: float) -> HistoryEntry:
-    return delayed(message(body), ROOM, at)
+    return delayed(template(message(body)), ROOM, at)
 
 
 def bodies(entries: list[HistoryEntry]) -> list[str]:
@@ -61,7 +62,7 @@ def request(**attributes: str) -> HistoryRequest:
 
 
 def test_entry_is_the_message_with_the_rooms_delay() -> None:
-    kept = delayed(message("Thrice the brinded cat hath mew'd.", id="m1"), ROOM, T0 + 0.1239)
+    kept = delayed(template(message("Thrice the brinded cat hath mew'd.", id="m1")), ROOM, T0 + 0.1239)
     assert kept.template.head == b"<message"
     assert kept.timestamp == pytest.approx(T0 + 0.123)
     copied = kept.template.copy(parse_jid("hecate@shakespeare.lit/broom"))
@@ -76,23 +77,19 @@ def test_entry_is_the_message_with_the_rooms_delay() -> None:
     assert kept.chars == len(copied) - len(' to="hecate@shakespeare.lit/broom"')
 
 
-def test_entry_leaves_the_message_alone() -> None:
-    original = message("hello")
-    before = etree.tostring(original)
-    delayed(original, ROOM, T0)
-    assert etree.tostring(original) == before
+def test_entry_of_a_message_without_children_gets_the_delay_inside() -> None:
+    empty = etree.Element(f"{{{CLIENT_NS}}}message", {"from": f"{ROOM}/n", "type": "groupchat"},
+                          nsmap={None: CLIENT_NS})  # type: ignore[dict-item]
+    kept = delayed(template(empty), ROOM, T0)
+    stanza = etree.fromstring(kept.template.copy(parse_jid("a@b/c")))
+    assert stanza.get("to") == "a@b/c" and [child.tag for child in stanza] == [f"{{{DELAY_NS}}}delay"]
 
 
-def test_entry_drops_a_to_and_text_after_the_message() -> None:
-    wrapper = etree.fromstring(
-        f"<wrapper xmlns='{CLIENT_NS}'><message from='{ROOM}/n' to='someone@else/x' type='groupchat'>"
-        "<body>hi</body></message>\n  </wrapper>"
-    )
-    kept = delayed(wrapper[0], ROOM, T0)
-    data = kept.template.head + kept.template.tail
-    assert b"someone@else" not in data
-    assert data.endswith(b"</message>")
-    assert etree.fromstring(kept.template.copy(parse_jid("a@b/c"))).get("to") == "a@b/c"
+def test_entry_delay_names_a_room_with_special_characters_safely() -> None:
+    room = "o'brien&co@chat.shakespeare.lit"
+    kept = delayed(template(message("hi")), room, T0)
+    delay = etree.fromstring(kept.template.copy(parse_jid("a@b/c")))[-1]
+    assert delay.get("from") == room
 
 
 def test_copy_escapes_a_to_with_special_characters() -> None:
