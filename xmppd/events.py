@@ -39,6 +39,9 @@ AVAILABLE_PRESENCE = "available-presence"
 OFFLINE_HANDED = "offline-handed"
 MESSAGE_OFFLINE = "message/offline"
 COPIES = "copies"
+# Fired on every host when the server starts to stop, before any stream is closed (payload: the
+# Host): a room service tells its occupants they are being removed (XEP-0045 status 332).
+SERVER_STOPPING = "server-stopping"
 
 
 def pre(kind: str, target: str) -> str:

@@ -155,9 +155,10 @@ class StanzaEvent:
         else:
             self.router.deliver_soon(stanza)
 
-    def error(self, condition: str, text: str | None = None) -> bool:
-        """Answer with a stanza error; returns True so a handler can `return ev.error(...)`."""
-        self.router.bounce(self.stanza, StanzaError(condition, text), self.origin)
+    def error(self, condition: str, text: str | None = None, error_type: str | None = None) -> bool:
+        """Answer with a stanza error (of the condition's usual type unless `error_type` is given,
+        RFC 6120 §8.3.2); returns True so a handler can `return ev.error(...)`."""
+        self.router.bounce(self.stanza, StanzaError(condition, text, error_type), self.origin)
         return True
 
 

@@ -156,6 +156,8 @@ class Server:
         not read its closing is cut off after STOP_GRACE seconds: it never holds the stop up."""
         for listener in self.listeners:
             listener.close()
+        for host in self.hosts.values():
+            await host.hooks.fire(events.SERVER_STOPPING, host)
         shutdown = StreamError("system-shutdown", "the server is stopping")
         for stream in list(self.streams):
             stream.shutdown(shutdown)

@@ -28,6 +28,7 @@ from lxml import etree
 
 from components.muc.room import Occupant, Room
 from components.muc.service import MucService
+from xmppd import events
 from xmppd.elements import element
 from xmppd.hooks import Handler
 from xmppd.jid import JID
@@ -159,6 +160,16 @@ def install(mod: ModuleAPI, service: MucService) -> None:
     mod.on("presence/bare", to_room)
     mod.on("presence/full", occupant_handler(service))
 
+    async def stopping(_host: object) -> None:
+        """§9 status 332: everyone is removed because the service is shutting down (each
+        occupant hears it of itself, not of the N-1 others: the whole room goes at once)."""
+        for room in service.rooms.values():
+            for occupant in list(room.occupants.values()):
+                stanza = occupant_presence(room, occupant, real_jid=True, type_="unavailable", codes=["110", "332"])
+                await service.send_copies(stanza, list(occupant.sessions))
+
+    mod.on(events.SERVER_STOPPING, stopping)
+
 
 def occupant_handler(service: MucService) -> Handler:
     async def to_occupant(ev: StanzaEvent) -> bool:
@@ -196,8 +207,8 @@ def occupant_handler(service: MucService) -> Handler:
 
 def admission_error(
     service: MucService, room: Room, account: JID, nick: str, *, password: str | None, created: bool
-) -> tuple[str, str] | None:
-    """Why `account` may not enter `room` as `nick`, as (condition, text), or None."""
+) -> tuple[str, ...] | None:
+    """Why `account` may not enter `room` as `nick`, as (condition, text[, error type]), or None."""
     affiliation = service.affiliation(room, account)
     if room.locked and not created and affiliation != "owner":
         return "item-not-found", "this room is locked until its owner configures it"
@@ -216,7 +227,7 @@ def admission_error(
         return "not-authorized", "this room needs a password"
     limit = room.config.max_users or service.limits.max_users  # 0: only the service's cap
     if holder is None and len(room.occupants) >= limit and not privileged:
-        return "service-unavailable", "the room is full"
+        return "service-unavailable", "the room is full", "wait"  # §7.2.10: try again later
     return None
 
 

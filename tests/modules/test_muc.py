@@ -254,6 +254,7 @@ async def test_entering_errors(h: Harness) -> None:
     carol = await join(h, "carol", extra="<password>sesame</password>")
     (full,) = carol.take()
     assert error_condition(full) == "service-unavailable"
+    assert full.find(f"{{{CLIENT_NS}}}error").get("type") == "wait"  # type: ignore[union-attr]
     nobody = await h.connect("dave@localhost/desk")
     await nobody.send(f"<presence to='{ROOM}'><x xmlns='{MUC}'/></presence>")
     (no_nick,) = nobody.take()
