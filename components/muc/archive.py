@@ -18,8 +18,12 @@ entering). Results come `from` the room JID (§4.2).
 
 from __future__ import annotations
 
+from lxml import etree
+
+from components.muc.history import delayed
 from components.muc.room import Room
 from components.muc.service import MucService
+from storage import ArchiveQuery, StorageError
 from xmppd.archiving import WRITE_ERRORS, archiving
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, StanzaEvent
@@ -27,6 +31,10 @@ from xmppd.modules import mam
 from xmppd.router import Template
 
 NS = mam.NS
+_HEAD = b"<message"
+_BODY = "{jabber:client}body"
+# What the archive holds was serialised by the room; still, nothing read is ever resolved.
+_STORED = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def install(mod: ModuleAPI, service: MucService) -> None:
@@ -80,3 +88,26 @@ async def archive_message(
     except WRITE_ERRORS as exc:
         service.mod.log.error("archiving a message of room %s failed: %s", room.jid, exc)
         raise
+
+
+async def restore_history(service: MucService, room: Room) -> None:
+    """The discussion history of a room brought back from storage, read from its archive the
+    first time someone enters (so a restart costs nothing for rooms nobody visits): its last
+    messages with a body, as many as the history keeps, stamped when they were archived."""
+    if not room.history_in_archive:
+        return
+    room.history_in_archive = False
+    if not room.config.archiving or not room.history.capacity:
+        return
+    assert room.jid.local is not None
+    query = ArchiveQuery(limit=room.history.capacity, last=True)
+    try:
+        page = await archiving(service.mod).store.query(room.jid.domain, room.jid.local, query)
+    except StorageError as exc:
+        service.mod.log.warning("reading the history of room %s back failed: %s", room.jid, exc)
+        return
+    for record in page.records:
+        data = record.stanza.encode()
+        if data.startswith(_HEAD) and etree.fromstring(data, _STORED).find(_BODY) is not None:
+            kept = Template(_HEAD, data[len(_HEAD):])
+            room.history.add(delayed(kept, str(room.jid), record.timestamp_ms / 1000))

@@ -26,6 +26,7 @@ from typing import Any
 
 from lxml import etree
 
+from components.muc.archive import restore_history
 from components.muc.room import Occupant, Room
 from components.muc.service import MucService
 from xmppd import events
@@ -263,6 +264,7 @@ async def enter(service: MucService, ev: StanzaEvent, room: Room, nick: str, cre
         self_codes.append("201")  # §10.1.1: a new room, locked until configured
     await broadcast(service, room, occupant, self_codes=self_codes)
     # §7.2.14-§7.2.15: then the discussion history, then the subject (always, even empty).
+    await restore_history(service, room)
     await service.send_history(room, sender, x)
     await service.send_subject(room, sender)
     return True

@@ -81,6 +81,9 @@ class Room:
         self.subject = ""
         self.subject_by: str | None = None  # nick of who set it (None: the room)
         self.locked = False  # §10.1: a new room stays locked until its owner configures it
+        # A room brought back from storage has its recent history in its archive, not in memory:
+        # the first to enter reads it back (archive.restore_history).
+        self.history_in_archive = False
         self.history = History(min(config.history_length, history_cap or config.history_length))
         self._recipients: list[JID] | None = None
 

@@ -185,6 +185,7 @@ class MucService:
         by = document.get("subject_by")
         room.subject_by = by if isinstance(by, str) else None
         room.locked = document.get("locked") is True
+        room.history_in_archive = True
         return room
 
 

@@ -5,6 +5,7 @@ archive goes with the room (MucService.forget), so a new room under the same nam
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -27,6 +28,7 @@ from .muc_helpers import (
     ok,
     query,
     room_service,  # noqa: F401  (the fixture h)
+    start,
 )
 
 MAM = "urn:xmpp:mam:2"
@@ -34,6 +36,7 @@ RSM = "http://jabber.org/protocol/rsm"
 SID = "{urn:xmpp:sid:0}stanza-id"
 FORWARDED = "{urn:xmpp:forward:0}forwarded"
 ENABLE_ARCHIVING = "muc#roomconfig_enablearchiving"
+CHATSTATES = "http://jabber.org/protocol/chatstates"
 _queryids = itertools.count(1)
 
 
@@ -221,3 +224,23 @@ async def test_a_failed_archive_deletion_is_logged_and_the_room_still_goes(
     ok(await query(alice, OWNER, "<destroy/>"))  # the owner asked, the room is destroyed
     assert "deleting the archive of room lobby@conference.localhost failed" in caplog.text
     assert await archive_refused(alice) == "item-not-found"  # no such room any more
+
+
+async def test_a_persistent_rooms_history_is_read_back_from_its_archive_after_a_restart(tmp_path: Path) -> None:
+    async with start(tmp_path) as h:
+        alice = await create_room(h, field(PERSISTENT, "1"))
+        for n in range(3):
+            await alice.send(f"<message to='{ROOM}' type='groupchat'><body>before {n}</body></message>")
+        # A chat state is archived by nobody's rule here, and is no history either.
+        await alice.send(f"<message to='{ROOM}' type='groupchat'><active xmlns='{CHATSTATES}'/></message>")
+    async with start(tmp_path, restart=True) as h:
+        bob = await join(h, "bob")
+        history = [m for m in bob.take(message) if m.find(f"{{{CLIENT_NS}}}body") is not None]
+        assert [m.findtext(f"{{{CLIENT_NS}}}body") for m in history] == [f"before {n}" for n in range(3)]
+        for kept in history:
+            assert kept.get("from") == f"{ROOM}/alice" and kept.get("to") == "bob@localhost/desk"
+            delay = kept.find("{urn:xmpp:delay}delay")
+            assert delay is not None and delay.get("from") == ROOM
+        # Read back once: the next one to enter gets the same, not twice as much.
+        carol = await join(h, "carol")
+        assert len([m for m in carol.take(message) if m.find(f"{{{CLIENT_NS}}}body") is not None]) == 3
