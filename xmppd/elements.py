@@ -1,6 +1,8 @@
-"""Building XML elements the way clients expect to read them."""
+"""Building XML elements the way clients expect to read them, and keeping them as text."""
 
 from __future__ import annotations
+
+import copy
 
 from lxml import etree
 
@@ -19,3 +21,18 @@ def element(tag: str, attrib: dict[str, str] | None = None, parent: etree._Eleme
     if parent.nsmap.get(None) == ns:
         return etree.SubElement(parent, tag, attrib)
     return etree.SubElement(parent, tag, attrib, nsmap=nsmap)
+
+
+# Stored XML came from a client once: parsed back without entities, a DTD or the network.
+_STORED = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def to_text(node: etree._Element) -> str:
+    """An element as XML text to store. A copy is serialised: it declares only the namespaces it
+    uses (the element in place would repeat every declaration in scope) and has no tail text."""
+    return etree.tostring(copy.deepcopy(node), encoding="unicode", with_tail=False)
+
+
+def from_text(text: str) -> etree._Element:
+    """An element stored with `to_text`, parsed back."""
+    return etree.fromstring(text, _STORED)

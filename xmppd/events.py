@@ -36,6 +36,10 @@ SESSION_DETACHED = "session-detached"
 SESSION_ENDED = "session-ended"
 PRE_AUTH_IQ = "pre-auth-iq"
 AVAILABLE_PRESENCE = "available-presence"
+# A session's XEP-0115 features became known for its availability (payload: SessionEvent),
+# fired on the session's user host by the caps module: on initial presence and when an update
+# announces other caps, once a disco#info answer verified them if they were not cached.
+CAPS_KNOWN = "caps-known"
 OFFLINE_HANDED = "offline-handed"
 MESSAGE_OFFLINE = "message/offline"
 COPIES = "copies"
@@ -68,7 +72,7 @@ def stream_element(ns: str | None, name: str) -> str:
 
 @dataclass(slots=True)
 class SessionEvent:
-    """`session-bound`, `session-detached` and `session-ended`.
+    """`session-bound`, `session-detached`, `session-ended` and `caps-known`.
 
     `session-detached` fires when a bound session's transport is gone (the connection dropped or
     was closed without a stream close): a handler that returns True keeps the session bound and

@@ -56,12 +56,15 @@ IQ_TAG = f"{{{CLIENT_NS}}}iq"
 # The stanzas `deliver_copies` writes straight to a bound resource, by (kind, type), and what
 # happens to a copy for a full JID no session is bound to: True answers service-unavailable,
 # False drops it. For these, default delivery to a full JID only writes to the session, and
-# nothing but blocking looks at them (carbons and the archive skip groupchat and errors); the
-# answers are RFC 6121 §8.5.3.2.1 (groupchat: service-unavailable; presence, errors and iq
-# results: ignored). Everything else (chat messages: carbons and the archive; subscriptions
-# and probes: the account's business) takes `deliver`, one recipient at a time.
+# nothing but blocking looks at them (carbons and the archive skip groupchat, headlines and
+# errors: a headline the server fans out, a PEP notification (XEP-0163), carries none of the
+# receipts, chat states or markers that XEP-0280 §6.1 would copy); the answers are RFC 6121
+# §8.5.3.2.1 (groupchat: service-unavailable; headlines, presence, errors and iq results:
+# ignored). Everything else (chat messages: carbons and the archive; subscriptions and probes:
+# the account's business) takes `deliver`, one recipient at a time.
 _FAST_PATH: dict[tuple[str, str | None], bool] = {
     ("message", "groupchat"): True,
+    ("message", "headline"): False,
     ("message", "error"): False,
     ("presence", None): False,
     ("presence", "unavailable"): False,

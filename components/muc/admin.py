@@ -38,10 +38,10 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from components.muc.config import DATA_NS, add_field, submitted_fields
 from components.muc.presence import USER_NS, audiences, broadcast
 from components.muc.room import AFFILIATION_RANK, AFFILIATIONS, ROLE_RANK, ROLES, Occupant, Room
 from components.muc.service import MucService
+from xmppd.dataforms import DATA_NS, add_field, submitted_fields
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.hooks import Handler

@@ -26,17 +26,25 @@ and fields we do not offer are ignored, also those of the muc#roomconfig registr
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
+from xmppd.dataforms import (
+    DATA_NS,
+    add_field,
+    bool_values,
+    boolean_value,
+    count_value,
+    single_value,
+    submitted_fields,
+    text_values,
+)
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 
-DATA_NS = "jabber:x:data"
 MUC_NS = "http://jabber.org/protocol/muc"
 ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
@@ -134,9 +142,6 @@ _BOOLEANS = {
 }
 _TEXTS = {ROOMNAME: "name", ROOMDESC: "description", LANG: "language"}
 _CHOICES = {ROOM_WHOIS: ("whois", WHOIS), ALLOWPM: ("allow_pm", ALLOW_PM)}
-# xs:int's lexical form (XEP-0004 numbers are XML Schema's) less the '-' no count has; int()
-# alone would also take "1_000" and non-ASCII digits.
-_NUMBER = re.compile(r"\+?[0-9]+")
 
 
 # -- the configuration form (§10.1.3, §10.2) ----------------------------------------------------
@@ -148,26 +153,26 @@ def config_form(config: RoomConfig, limits: ConfigLimits) -> etree._Element:
     title = f'Configuration of "{config.name}"' if config.name else "Room configuration"
     element(f"{{{DATA_NS}}}title", parent=form).text = title
     add_field(form, "FORM_TYPE", "hidden", None, [ROOMCONFIG])
-    add_field(form, ROOMNAME, "text-single", "Natural-Language Room Name", _text(config.name))
-    add_field(form, ROOMDESC, "text-single", "Short Description of Room", _text(config.description))
-    add_field(form, LANG, "text-single", "Natural Language for Room Discussions", _text(config.language))
-    add_field(form, PERSISTENT, "boolean", "Make Room Persistent?", _bool(config.persistent))
-    add_field(form, PUBLIC, "boolean", "Make Room Publicly Searchable?", _bool(config.public))
-    add_field(form, MEMBERSONLY, "boolean", "Make Room Members-Only?", _bool(config.members_only))
-    add_field(form, MODERATED, "boolean", "Make Room Moderated?", _bool(config.moderated))
-    add_field(form, PASSWORDPROTECTED, "boolean", "Password Required to Enter?", _bool(bool(config.password)))
+    add_field(form, ROOMNAME, "text-single", "Natural-Language Room Name", text_values(config.name))
+    add_field(form, ROOMDESC, "text-single", "Short Description of Room", text_values(config.description))
+    add_field(form, LANG, "text-single", "Natural Language for Room Discussions", text_values(config.language))
+    add_field(form, PERSISTENT, "boolean", "Make Room Persistent?", bool_values(config.persistent))
+    add_field(form, PUBLIC, "boolean", "Make Room Publicly Searchable?", bool_values(config.public))
+    add_field(form, MEMBERSONLY, "boolean", "Make Room Members-Only?", bool_values(config.members_only))
+    add_field(form, MODERATED, "boolean", "Make Room Moderated?", bool_values(config.moderated))
+    add_field(form, PASSWORDPROTECTED, "boolean", "Password Required to Enter?", bool_values(bool(config.password)))
     add_field(
         form,
         ROOMSECRET,
         "text-private",
         "Password",
-        _text(config.password),
+        text_values(config.password),
         desc="Needed when a password is required to enter",
     )
     add_field(
         form, ROOM_WHOIS, "list-single", "Who May Discover Real JIDs?", [config.whois], options=_WHOIS_LABELS.items()
     )
-    add_field(form, ALLOWINVITES, "boolean", "Allow Occupants to Invite Others?", _bool(config.allow_invites))
+    add_field(form, ALLOWINVITES, "boolean", "Allow Occupants to Invite Others?", bool_values(config.allow_invites))
     add_field(
         form,
         ALLOWPM,
@@ -176,7 +181,7 @@ def config_form(config: RoomConfig, limits: ConfigLimits) -> etree._Element:
         [config.allow_pm],
         options=_ALLOW_PM_LABELS.items(),
     )
-    add_field(form, CHANGESUBJECT, "boolean", "Allow Occupants to Change Subject?", _bool(config.change_subject))
+    add_field(form, CHANGESUBJECT, "boolean", "Allow Occupants to Change Subject?", bool_values(config.change_subject))
     # A room configured before the operator lowered a cap shows (and keeps, if resubmitted) what
     # it can actually have.
     max_users = min(config.max_users, limits.max_users) if config.max_users else 0
@@ -201,7 +206,7 @@ def config_form(config: RoomConfig, limits: ConfigLimits) -> etree._Element:
         ENABLEARCHIVING,
         "boolean",
         "Archive Messages?",
-        _bool(config.archiving),
+        bool_values(config.archiving),
         desc="Keep the room's messages in its archive, where occupants can search them (XEP-0313)",
     )
     return form
@@ -228,39 +233,41 @@ def parse_config(form: etree._Element, current: RoomConfig, limits: ConfigLimits
     updates: dict[str, Any] = {}
     for var, attribute in _TEXTS.items():
         if var in values:
-            updates[attribute] = _single(var, values[var])
+            updates[attribute] = single_value(var, values[var])
     for var, attribute in _BOOLEANS.items():
         if var in values:
-            updates[attribute] = _boolean(var, values[var])
+            updates[attribute] = boolean_value(var, values[var])
     for var, (attribute, allowed) in _CHOICES.items():
         if var in values:
-            value = _single(var, values[var]).strip()
+            value = single_value(var, values[var]).strip()
             if value not in allowed:
                 raise StanzaError("not-acceptable", f"{var} must be one of {', '.join(allowed)}, not {value!r}")
             updates[attribute] = value
     if MAXUSERS in values:
         updates["max_users"] = _max_users(values[MAXUSERS], limits.max_users)
     if MAXHISTORYFETCH in values:
-        updates["history_length"] = _count(MAXHISTORYFETCH, values[MAXHISTORYFETCH], 0, limits.max_history)
+        updates["history_length"] = count_value(MAXHISTORYFETCH, values[MAXHISTORYFETCH], 0, limits.max_history)
     if PASSWORDPROTECTED in values or ROOMSECRET in values:
         updates["password"] = _password(values, current)
     return dataclasses.replace(current, **updates)
 
 
 def _max_users(values: list[str], cap: int) -> int:
-    value = _single(MAXUSERS, values).strip()
+    value = single_value(MAXUSERS, values).strip()
     if value == "none":
         return 0
     # Any count up to the cap, not only the offered steps: it means the same, and a client that
     # shows the field as text (some do, for a number) still works.
-    return _count(MAXUSERS, values, 1, cap)
+    return count_value(MAXUSERS, values, 1, cap)
 
 
 def _password(values: dict[str, list[str]], current: RoomConfig) -> str:
-    secret = _single(ROOMSECRET, values[ROOMSECRET]) if ROOMSECRET in values else current.password
+    secret = single_value(ROOMSECRET, values[ROOMSECRET]) if ROOMSECRET in values else current.password
     # Without the boolean, the secret alone says it: submitting a password sets one, submitting
     # an empty one removes it.
-    protected = _boolean(PASSWORDPROTECTED, values[PASSWORDPROTECTED]) if PASSWORDPROTECTED in values else bool(secret)
+    protected = (
+        boolean_value(PASSWORDPROTECTED, values[PASSWORDPROTECTED]) if PASSWORDPROTECTED in values else bool(secret)
+    )
     if not protected:
         return ""
     if not secret:
@@ -324,15 +331,15 @@ def roominfo_form(config: RoomConfig, occupants: int, subject: str, *, contacts:
         add_field(form, "muc#roominfo_subject", "text-single", "Current Discussion Topic", [subject])
     # The same fact under both names: §6.4's example uses the muc#roomconfig one, the §16.5.4
     # registry defines muc#roominfo_subjectmod, and clients read one or the other.
-    add_field(form, CHANGESUBJECT, "boolean", "Subject can be modified", _bool(config.change_subject))
+    add_field(form, CHANGESUBJECT, "boolean", "Subject can be modified", bool_values(config.change_subject))
     add_field(
         form,
         "muc#roominfo_subjectmod",
         "boolean",
         "Subject can be modified by participants",
-        _bool(config.change_subject),
+        bool_values(config.change_subject),
     )
-    add_field(form, ALLOWINVITES, "boolean", "Occupants may invite others", _bool(config.allow_invites))
+    add_field(form, ALLOWINVITES, "boolean", "Occupants may invite others", bool_values(config.allow_invites))
     add_field(form, ALLOWPM, "list-single", "Who may send private messages", [config.allow_pm])
     add_field(form, "muc#roominfo_occupants", "text-single", "Number of occupants", [str(occupants)])
     add_field(
@@ -370,7 +377,7 @@ def parse_register(form: etree._Element | None) -> str:
     if form is None:
         raise StanzaError("bad-request", "a muc#register data form is needed to register")
     values = submitted_fields(form, REGISTER)
-    nick = _single(ROOMNICK, values.get(ROOMNICK, []))
+    nick = single_value(ROOMNICK, values.get(ROOMNICK, []))
     if not nick.strip():
         # §7.10: "If the user did not include a valid data form", and the nick is <required/>.
         raise StanzaError("bad-request", f"{ROOMNICK} is required")
@@ -411,91 +418,3 @@ def from_json(data: object) -> RoomConfig:
         if valid:
             values[item.name] = value
     return RoomConfig(**values)
-
-
-# -- data forms (XEP-0004) ----------------------------------------------------------------------
-
-
-def add_field(
-    form: etree._Element,
-    var: str,
-    type_: str,
-    label: str | None,
-    values: Iterable[str],
-    *,
-    options: Iterable[tuple[str, str]] = (),
-    desc: str | None = None,
-) -> etree._Element:
-    attrib = {"var": var, "type": type_}
-    if label is not None:
-        attrib["label"] = label
-    field = element(f"{{{DATA_NS}}}field", attrib, parent=form)
-    if desc is not None:
-        element(f"{{{DATA_NS}}}desc", parent=field).text = desc
-    for value in values:
-        element(f"{{{DATA_NS}}}value", parent=field).text = value
-    for value, option_label in options:
-        option = element(f"{{{DATA_NS}}}option", {"label": option_label}, parent=field)
-        element(f"{{{DATA_NS}}}value", parent=option).text = value
-    return field
-
-
-def _bool(value: bool) -> list[str]:
-    # "1"/"0" as in XEP-0045's examples; XEP-0004 makes clients read both styles.
-    return ["1" if value else "0"]
-
-
-def _text(value: str) -> list[str]:
-    # An empty text field has no <value/> at all, as in §10.1.3's example.
-    return [value] if value else []
-
-
-def submitted_fields(form: etree._Element, form_type: str) -> dict[str, list[str]]:
-    """The values of a submitted form by field name, without FORM_TYPE; StanzaError bad-request
-    when it is not a submission of `form_type`."""
-    if form.tag != f"{{{DATA_NS}}}x" or form.get("type") != "submit":
-        raise StanzaError("bad-request", "expected a jabber:x:data form of type 'submit'")
-    values: dict[str, list[str]] = {}
-    for field in form.iterchildren(f"{{{DATA_NS}}}field"):
-        var = field.get("var")
-        if var is None:
-            # Only a 'fixed' field may lack a name (XEP-0004 §3.2), and it carries no data.
-            continue
-        if var in values:
-            raise StanzaError("bad-request", f"field {var} appears twice")
-        values[var] = [value.text or "" for value in field.iterchildren(f"{{{DATA_NS}}}value")]
-    # A submission without FORM_TYPE is taken for one of `form_type`: the payload it comes in
-    # already says what it is, and the instant room's empty form (§10.1.2) has no field at all.
-    submitted_type = values.pop("FORM_TYPE", [form_type])
-    if submitted_type != [form_type]:
-        raise StanzaError("bad-request", f"expected FORM_TYPE {form_type}")
-    return values
-
-
-def _single(var: str, values: list[str]) -> str:
-    """The one value of a single-value field ('' when it has none: XEP-0004 §3.5, unset)."""
-    if len(values) > 1:
-        raise StanzaError("not-acceptable", f"{var} takes a single value")
-    return values[0] if values else ""
-
-
-def _boolean(var: str, values: list[str]) -> bool:
-    value = _single(var, values).strip()
-    if value in ("1", "true"):
-        return True
-    # XEP-0004 §3.3: a boolean's default is false, so a field without a value is false.
-    if value in ("0", "false", ""):
-        return False
-    raise StanzaError("not-acceptable", f"{var} must be a boolean (0, 1, false or true), not {value!r}")
-
-
-def _count(var: str, values: list[str], low: int, high: int) -> int:
-    value = _single(var, values).strip()
-    if not _NUMBER.fullmatch(value):
-        raise StanzaError("not-acceptable", f"{var} must be a number, not {value!r}")
-    number = int(value)
-    if number > high:
-        raise StanzaError("not-acceptable", f"{var} may be at most {high} on this service")
-    if number < low:
-        raise StanzaError("not-acceptable", f"{var} must be at least {low}")
-    return number

@@ -25,10 +25,11 @@ import copy
 from lxml import etree
 
 from components.muc.admin import remove, room_iq
-from components.muc.config import DATA_NS, changes, config_form, parse_config
+from components.muc.config import changes, config_form, parse_config
 from components.muc.presence import USER_NS
 from components.muc.room import Room
 from components.muc.service import MucService
+from xmppd.dataforms import DATA_NS
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import InvalidJID, parse_jid

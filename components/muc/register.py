@@ -34,9 +34,10 @@ from __future__ import annotations
 import dataclasses
 
 from components.muc.admin import AffiliationChange, requester, room_iq, set_affiliation
-from components.muc.config import DATA_NS, parse_register, register_form
+from components.muc.config import parse_register, register_form
 from components.muc.room import Room
 from components.muc.service import MucService
+from xmppd.dataforms import DATA_NS
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.hooks import Handler

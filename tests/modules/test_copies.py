@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 import pytest
 from lxml import etree
 
+from xmppd import events
 from xmppd.elements import element
 from xmppd.errors import StreamError
 from xmppd.jid import parse_jid
@@ -228,6 +229,29 @@ async def test_presence_of_a_user_skips_those_the_user_blocked(h: Harness) -> No
 
     assert bob.take() == []
     assert [stanza.get("to") for stanza in carol.take(presence)] == [str(carol.jid)]
+
+
+async def test_headlines_of_a_user_take_the_fast_path(h: Harness) -> None:
+    """PEP notifications (XEP-0163): one `copies` event for the batch, which blocking filters with
+    the sender's own list too; a resource that is not there gets nothing, and nothing comes back
+    (RFC 6121 §8.5.3.2.1)."""
+    alice = await h.connect(f"{ALICE}/phone")
+    bob = await h.connect(f"{BOB}/desk")
+    carol = await h.connect(f"{CAROL}/pc")
+    batches: list[list[str]] = []
+    h.server.hosts["localhost"].hooks.on(events.COPIES, lambda ev: batches.append([str(jid) for jid in ev.recipients]))
+    notification = Stanza.build("message", to=None, from_=parse_jid(ALICE), type_="headline", id_="h1")
+    await copies(h, notification, str(bob.jid), f"{CAROL}/gone", str(carol.jid))
+
+    assert batches == [[str(bob.jid), f"{CAROL}/gone", str(carol.jid)]]
+    for device in (bob, carol):
+        assert [(stanza.get("to"), stanza.get("type")) for stanza in device.take()] == [(str(device.jid), "headline")]
+    assert alice.take() == []
+
+    await block(alice, BOB)
+    await copies(h, notification, str(bob.jid), str(carol.jid))
+    assert bob.take() == []
+    assert [stanza.get("to") for stanza in carol.take()] == [str(carol.jid)]
 
 
 # -- the template ----------------------------------------------------------------------------------

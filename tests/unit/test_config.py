@@ -103,7 +103,9 @@ def test_shipped_config_states_every_core_option() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["register", "version", "contact_addresses", "offline", "blocking", "components.muc"]
+    "module",
+    ["register", "version", "contact_addresses", "offline", "blocking", "caps", "pep", "vcard", "private",
+     "components.muc"],
 )
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))

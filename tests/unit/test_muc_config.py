@@ -29,23 +29,15 @@ from components.muc.config import (
 )
 from xmppd.errors import StanzaError
 
+from .dataform import FIELD, VALUE, submitted_form
+
 LIMITS = ConfigLimits(max_users=200, max_history=50)
-FIELD = f"{{{DATA_NS}}}field"
-VALUE = f"{{{DATA_NS}}}value"
 
 
 def submit(
     fields: dict[str, list[str] | str], form_type: str | None = ROOMCONFIG, type_: str = "submit"
 ) -> etree._Element:
-    """A submitted form; a str is one value, a list any number of them."""
-    form = etree.Element(f"{{{DATA_NS}}}x", {"type": type_}, nsmap={None: DATA_NS})  # type: ignore[dict-item]
-    if form_type is not None:
-        fields = {"FORM_TYPE": form_type, **fields}
-    for var, values in fields.items():
-        field = etree.SubElement(form, FIELD, {"var": var})
-        for value in [values] if isinstance(values, str) else values:
-            etree.SubElement(field, VALUE).text = value
-    return form
+    return submitted_form(fields, form_type, type_)
 
 
 def fields_of(form: etree._Element) -> dict[str, etree._Element]:

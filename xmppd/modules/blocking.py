@@ -22,8 +22,9 @@ Enforcement (§3.3), at priority 100, before anything else looks at the stanza:
 Copies (`copies`: one stanza fanned out to many resources, a room's messages and occupant
 presence) get the same inbound decision per recipient, as a filter: a recipient who blocked the
 sender is taken out without an answer, since an error from an occupant's address tells a room
-that occupant is gone (RFC 6121 §8.5.3.2.1); presence from a local user also leaves out those the
-user blocked. An online account's list is in memory, so that costs a dict lookup per recipient.
+that occupant is gone (RFC 6121 §8.5.3.2.1); what the server sends for a local user (presence,
+PEP notifications: XEP-0163 §4.3.3) also leaves out those the user blocked. An online account's
+list is in memory, so that costs a dict lookup per recipient.
 
 A user's own resources never block each other (XEP-0191 §5 note). JID matching is §6's: a full
 JID item matches that resource, a bare one any resource, a domain item the domain and every
@@ -243,7 +244,7 @@ class Blocking:
         return ev.stanza.type in ("result", "error") and await self._blocked_by_recipient(ev.stanza)
 
     async def inbound_copies(self, ev: CopiesEvent) -> None:
-        """`_blocked_by_recipient` and, for presence, `inbound_presence`'s check of a local
+        """`_blocked_by_recipient` and, for a local sender, `inbound_presence`'s check of the
         sender's own list, for each recipient of a fan-out; those blocked are left out without
         an answer (see the module's docstring)."""
         sender = ev.stanza.from_
@@ -259,13 +260,9 @@ class Blocking:
             if blocklist.blocks(sender) and not exempt(account, sender):
                 continue
             kept.append(jid)
-        if (
-            ev.stanza.kind == "presence"
-            and sender.local is not None
-            and self.mod.is_user_host(sender.domain)
-            and kept
-        ):
-            # Presence the server sends for a local user: not to those the user blocked.
+        if sender.local is not None and self.mod.is_user_host(sender.domain) and kept:
+            # What the server sends for a local user (presence, PEP notifications): not to those
+            # the user blocked.
             own = await lists.get(sender.bare)
             kept = [jid for jid in kept if exempt(sender.bare, jid) or not own.blocks(jid)]
         ev.recipients[:] = kept

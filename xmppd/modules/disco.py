@@ -1,5 +1,6 @@
 """XEP-0030: Service Discovery (info and items), with XEP-0128 extended information and the
-XEP-0115 verification string that names this feature set (computed here, where the data is)."""
+XEP-0115 verification string that names a disco#info answer: computed here, where the data is,
+for the server's own features, and used by caps.py to verify what clients announce."""
 
 from __future__ import annotations
 
@@ -100,24 +101,43 @@ def info_reply(
 
 
 def caps_ver(host: Host) -> str:
-    """XEP-0115 §5.1 verification string of the host's disco#info (SHA-1, base64)."""
-    parts = []
-    for identity in sorted(set(host.identities)):
-        parts.append(f"{identity.category}/{identity.type}//{identity.name or ''}<")
-    parts.extend(f"{feature}<" for feature in sorted(set(host.features)))
-    for form in sorted(host.extensions, key=_form_type):
-        parts.append(f"{_form_type(form)}<")
+    """XEP-0115 §5.1 verification string of the host's disco#info (SHA-1, base64): what
+    `host_info` answers, duplicates dropped as `info_reply` drops them."""
+    identities = {(i.category, i.type, "", i.name or "") for i in host.identities}
+    return caps_hash(verification_input(identities, set(host.features), host.extensions))
+
+
+CapsIdentity = tuple[str, str, str, str]  # category, type, xml:lang, name ("" when absent)
+
+
+def verification_input(
+    identities: Iterable[CapsIdentity], features: Iterable[str], forms: Iterable[etree._Element]
+) -> str:
+    """XEP-0115 §5.1 steps 1-7: the string S that a disco#info answer is named by. Sorting by
+    code point is the "i;octet" collation the XEP asks for, since UTF-8 keeps that order."""
+    parts = [f"{category}/{type_}/{lang}/{name}<" for category, type_, lang, name in sorted(identities)]
+    parts.extend(f"{feature}<" for feature in sorted(features))
+    for form in sorted(forms, key=form_type):
+        parts.append(f"{form_type(form)}<")
         fields = [f for f in form.iter(f"{{{DATA_NS}}}field") if f.get("var") != "FORM_TYPE"]
         for field in sorted(fields, key=lambda f: f.get("var", "")):
             parts.append(f"{field.get('var')}<")
             values = sorted(v.text or "" for v in field.iter(f"{{{DATA_NS}}}value"))
             parts.extend(f"{value}<" for value in values)
-    digest = hashlib.sha1("".join(parts).encode(), usedforsecurity=False).digest()
+    return "".join(parts)
+
+
+def caps_hash(verification: str) -> str:
+    """XEP-0115 §5.1 steps 8-9: the 'ver' of S, with SHA-1 (the hash every client uses)."""
+    digest = hashlib.sha1(verification.encode(), usedforsecurity=False).digest()
     return base64.b64encode(digest).decode()
 
 
-def _form_type(form: etree._Element) -> str:
-    for field in form.iter(f"{{{DATA_NS}}}field"):
-        if field.get("var") == "FORM_TYPE":
-            return field.findtext(f"{{{DATA_NS}}}value") or ""
-    return ""
+def form_type_field(form: etree._Element) -> etree._Element | None:
+    """The FORM_TYPE field of an XEP-0128 extended information form."""
+    return next((f for f in form.iter(f"{{{DATA_NS}}}field") if f.get("var") == "FORM_TYPE"), None)
+
+
+def form_type(form: etree._Element) -> str:
+    field = form_type_field(form)
+    return (field.findtext(f"{{{DATA_NS}}}value") or "") if field is not None else ""
