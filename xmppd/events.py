@@ -46,6 +46,11 @@ COPIES = "copies"
 # Fired on every host when the server starts to stop, before any stream is closed (payload: the
 # Host): a room service tells its occupants they are being removed (XEP-0045 status 332).
 SERVER_STOPPING = "server-stopping"
+# vcard.py, on the account's host (payload: VCardEvent): an account's vCard is about to be answered
+# (a handler may change or replace `vcard`: XEP-0398 puts the PEP avatar in), and an account
+# stored a new vCard (XEP-0398 publishes its photo through PEP).
+VCARD_READ = "vcard-read"
+VCARD_STORED = "vcard-stored"
 
 
 def pre(kind: str, target: str) -> str:
@@ -129,6 +134,18 @@ class HandedEvent:
     session: Session
     ids: list[int]
     delete: Callable[[], Awaitable[int]]
+
+
+@dataclass(slots=True)
+class VCardEvent:
+    """`vcard-read` and `vcard-stored`: `owner`'s vCard (None: none stored), read by `requester`
+    (a bare JID; the owner itself for its own vCard) or just stored by the owner. A `vcard-read`
+    handler may change `vcard`, parsed for this answer alone, or replace it; a `vcard-stored`
+    one only reads it (it is the payload of the owner's iq)."""
+
+    owner: JID
+    requester: JID
+    vcard: etree._Element | None
 
 
 @dataclass(slots=True)

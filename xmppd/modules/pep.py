@@ -85,6 +85,17 @@ PROTOCOLS = [
     ("XEP-0163", "1.2.2", "partial", "no explicit subscriptions, no node discovery (disco#items)"),
     ("XEP-0222", "1.0"),
     ("XEP-0223", "1.1.1"),
+    # What clients keep in PEP: their server's part is the above (tests/modules/test_pep_payloads.py).
+    ("XEP-0084", "1.1.4"),
+    ("XEP-0172", "1.1"),
+    ("XEP-0292", "0.12.0"),
+    (
+        "XEP-0384",
+        "0.9.1",
+        "complete",
+        "the server's part of OMEMO: open device lists and bundles through publish-options, for OMEMO 2"
+        " (urn:xmpp:omemo:2) and the legacy eu.siacs.conversations.axolotl",
+    ),
 ]
 NS = "http://jabber.org/protocol/pubsub"
 OWNER_NS = f"{NS}#owner"

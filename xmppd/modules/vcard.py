@@ -24,8 +24,7 @@ server, to put `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` in its p
 nothing of the server. A client that has not downloaded the vCard yet can only send an empty
 `<x/>` (§4.1 rule 2), and one that does not implement XEP-0153 sends nothing, so contacts would
 not learn of the avatar. The server knows the hash, so it fills it in, by the rules XEP-0398 §4
-gives servers (only these rules: the PEP conversion of XEP-0398 is not done here), in every
-available presence a user sends, broadcast or directed (a room join):
+gives servers, in every available presence a user sends, broadcast or directed (a room join):
 
 - `<x/>` without `<photo/>`: the hash goes in, or an empty `<photo/>` ("no image", §4.1 rule 3)
   when the vCard has no photo: the server knows that as well as the client would.
@@ -37,6 +36,11 @@ available presence a user sends, broadcast or directed (a room join):
 The presence is changed where it is sent (`pre-presence/...`), before the presence module
 broadcasts, routes or keeps it (priority -1), so probes and the user's other resources see the
 same hash. A new vCard does not resend presence: XEP-0153 §4.1 leaves that to the client.
+
+The rest of XEP-0398 (an avatar published with PEP is the vCard's photo, and the other way round)
+is avatar_conversion.py's, through two events: `vcard-read` before a vCard is answered (it puts
+the PEP avatar in) and `vcard-stored` after one is stored (it publishes the photo); it also puts
+the PEP avatar's hash in presence before this module would.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from lxml import etree
 from storage.shapes import KEY_VALUE
 from xmppd import events
 from xmppd.elements import element, from_text, to_text
+from xmppd.events import VCardEvent
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, Option, StanzaEvent
 
@@ -76,18 +81,23 @@ _UPDATE = f"{{{UPDATE_NS}}}x"
 _PHOTO = f"{{{UPDATE_NS}}}photo"
 
 
-def photo_hash(vcard: etree._Element) -> str:
-    """XEP-0153 §3.1: the SHA-1 of the photo's bytes in lower-case hex (its §3.1 note); "" when
-    there is no photo, or none we can hash (an EXTVAL link, §4.5 rule 2, or BINVAL that is not
-    base64)."""
+def photo_data(vcard: etree._Element) -> bytes:
+    """The photo's bytes; b"" when there is no photo, or none we can read (an EXTVAL link,
+    XEP-0153 §4.5 rule 2, or BINVAL that is not base64)."""
     text = vcard.findtext(_BINVAL)
     if not text:
-        return ""
+        return b""
     try:
-        # §4.6 rule 5: whitespace (the line breaks of RFC 2045 base64) is ignored.
-        data = base64.b64decode("".join(text.split()), validate=True)
+        # XEP-0153 §4.6 rule 5: whitespace (the line breaks of RFC 2045 base64) is ignored.
+        return base64.b64decode("".join(text.split()), validate=True)
     except binascii.Error:
-        return ""
+        return b""
+
+
+def photo_hash(vcard: etree._Element) -> str:
+    """XEP-0153 §3.1: the SHA-1 of the photo's bytes in lower-case hex (its §3.1 note); "" when
+    there is no photo we can read."""
+    data = photo_data(vcard)
     return hashlib.sha1(data, usedforsecurity=False).hexdigest() if data else ""
 
 
@@ -152,14 +162,21 @@ class VCards:
         text = await self.store.get(account.domain, account.local, KV_KEY)
         return from_text(text) if text is not None else None
 
+    async def read(self, owner: JID, requester: JID) -> etree._Element | None:
+        """The vCard `requester` gets: as stored, then as the `vcard-read` handlers make it
+        (XEP-0398 answers with the account's PEP avatar)."""
+        read = VCardEvent(owner, requester, await self.load(owner))
+        await self.mod.fire(events.VCARD_READ, read)
+        return read.vcard
+
     async def get_own(self, ev: StanzaEvent) -> bool:
         assert ev.origin is not None  # `self` is the sender's own account
-        vcard = await self.load(ev.origin.bare)
+        vcard = await self.read(ev.origin.bare, ev.origin.bare)
         return answer(ev, vcard if vcard is not None else element(VCARD))
 
     async def get_other(self, ev: StanzaEvent) -> bool:
-        assert ev.stanza.to is not None
-        vcard = await self.load(ev.stanza.to)
+        assert ev.stanza.to is not None and ev.stanza.from_ is not None
+        vcard = await self.read(ev.stanza.to, ev.stanza.from_.bare)
         if vcard is None:
             return ev.error("service-unavailable")  # no vCard, or no such account (§3.3)
         return answer(ev, vcard)
@@ -176,6 +193,7 @@ class VCards:
         await self.store.set(account.domain, account.local, KV_KEY, text)
         if self.mod.sessions.resources(account):  # hashes are kept for accounts online only
             self.photos[account] = photo_hash(vcard)
+        await self.mod.fire(events.VCARD_STORED, VCardEvent(account, account, vcard))
         ev.respond(ev.stanza.reply())
         return True
 
