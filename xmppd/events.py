@@ -51,6 +51,11 @@ SERVER_STOPPING = "server-stopping"
 # stored a new vCard (XEP-0398 publishes its photo through PEP).
 VCARD_READ = "vcard-read"
 VCARD_STORED = "vcard-stored"
+# pep.py, on the account's host (payload: PepChanged): a node of an account changed and the change
+# is stored, whoever made it (a client's request or a module through `Pep`); fired after the
+# account's PEP lock is released, so a handler may change the account's nodes in turn (XEP-0411
+# keeps `storage:bookmarks` and `urn:xmpp:bookmarks:1` in step this way).
+PEP_CHANGED = "pep-changed"
 
 
 def pre(kind: str, target: str) -> str:
@@ -146,6 +151,18 @@ class VCardEvent:
     owner: JID
     requester: JID
     vcard: etree._Element | None
+
+
+@dataclass(frozen=True, slots=True)
+class PepChanged:
+    """`pep-changed`: `account`'s node `node` was changed by `action`: "publish" (`item_id` and its
+    `payload`, read-only), "retract" (`item_id`), "purge" or "delete" (the whole node)."""
+
+    account: JID
+    node: str
+    action: str
+    item_id: str | None = None
+    payload: etree._Element | None = None
 
 
 @dataclass(slots=True)

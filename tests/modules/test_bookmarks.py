@@ -1,6 +1,6 @@
 """XEP-0402 bookmarks through the in-memory server: native bookmarks as Conversations publishes them,
 and the same bookmarks seen and changed by a client that keeps XEP-0048 bookmarks in XEP-0049
-private XML storage (XEP-0402 §5.3)."""
+private XML storage (XEP-0402 §5.3) or in the PEP node `storage:bookmarks` (XEP-0411)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lxml import etree
 from storage.shapes import KEY_VALUE
 from xmppd.elements import from_text
 from xmppd.jid import parse_jid
-from xmppd.modules.bookmarks import COMPAT
+from xmppd.modules.bookmarks import COMPAT, CONVERSION
 from xmppd.modules.disco import INFO_NS
 from xmppd.modules.pep import EVENT_NS, NS, pep_service
 
@@ -45,6 +45,8 @@ GAJIM_NS = "xmpp:gajim.org/bookmarks"
 CONVERSATIONS = publish_options(
     persist_items="true", max_items="max", send_last_published_item="never", access_model="whitelist"
 )
+# What a XEP-0048 client sends with its list (XEP-0048 1.1+, XEP-0223).
+XEP_0048 = publish_options(persist_items="true", access_model="whitelist")
 ROOM = "council@conference.underhill.org"
 PLAY = "theplay@conference.shakespeare.lit"
 ORCHARD = "orchard@conference.shakespeare.lit"
@@ -117,6 +119,30 @@ def notified(client: Client) -> list[str]:
     ]
 
 
+def legacy_notified(client: Client) -> list[list[str]]:
+    """The `storage:bookmarks` lists received in notifications, each described entry by entry."""
+    return [
+        [described(entry) for entry in storage]
+        for message in client.take(headline)
+        for container in message.iter(f"{{{EVENT_NS}}}items")
+        if container.get("node") == LEGACY_NS
+        for storage in container.iter(f"{{{LEGACY_NS}}}storage")
+    ]
+
+
+async def legacy_pep(client: Client) -> list[str]:
+    """The XEP-0048 PEP node's one item `current`, described entry by entry."""
+    reply = await items(client, LEGACY_NS)
+    assert item_ids(reply) == ["current"]
+    storage = reply.find(f".//{{{LEGACY_NS}}}storage")
+    assert storage is not None
+    return [described(entry) for entry in storage]
+
+
+async def legacy_publish(client: Client, content: str, options: str = XEP_0048) -> None:
+    await publish_item(client, LEGACY_NS, f"<storage xmlns='{LEGACY_NS}'>{content}</storage>", "current", options)
+
+
 # -- native bookmarks (XEP-0402 §3) ---------------------------------------------------------------------
 
 
@@ -157,7 +183,7 @@ async def test_native_bookmarks_with_the_options_conversations_uses(h: Harness) 
 async def test_the_unification_is_announced_on_the_account(h: Harness) -> None:
     alice = await h.connect(f"{ALICE}/phone")
     reply = await request(alice, f"<query xmlns='{INFO_NS}'/>", "get", ALICE)
-    assert COMPAT in {feature.get("var") for feature in reply.iter(f"{{{INFO_NS}}}feature")}
+    assert {COMPAT, CONVERSION} <= {feature.get("var") for feature in reply.iter(f"{{{INFO_NS}}}feature")}
 
 
 async def test_a_legacy_list_becomes_one_item_per_room(h: Harness) -> None:
@@ -278,3 +304,117 @@ async def test_bookmarks_stored_before_go_to_pep_at_login(h: Harness) -> None:
     # An account with nothing stored gets no node.
     bob = await h.connect(f"{BOB}/desk")
     assert error_condition(await items(bob, BOOKMARKS)) == "item-not-found"
+
+
+# -- the XEP-0048 PEP node (XEP-0411) -----------------------------------------------------------------
+
+
+async def test_native_changes_are_copied_to_the_xep0048_pep_node(h: Harness) -> None:
+    phone = await online(h, f"{ALICE}/phone", BOOKMARKS)
+    old = await online(h, f"{ALICE}/old", LEGACY_NS)
+    bob = await online(h, f"{BOB}/desk", LEGACY_NS)  # a contact: must never see them
+    await publish_bookmark(phone, PLAY, conference(name="The Play", autojoin="true", nick="JC"))
+    play = f"conference(autojoin=true jid={PLAY} name=The Play) nick=JC"
+    assert legacy_notified(old) == [[play]]
+    await publish_bookmark(phone, ORCHARD, conference(name="Orchard"))
+    orchard = f"conference(autojoin=false jid={ORCHARD} name=Orchard)"
+    assert legacy_notified(old) == [[play, orchard]]
+    assert await legacy_pep(old) == [play, orchard]
+    assert legacy_notified(bob) == []
+    assert pubsub_condition(await items(bob, LEGACY_NS, ALICE)) == ("not-allowed", "closed-node")
+    config = await configuration(old, LEGACY_NS)
+    assert {var: config[var] for var in (
+        "pubsub#persist_items", "pubsub#max_items", "pubsub#send_last_published_item", "pubsub#access_model"
+    )} == {
+        "pubsub#persist_items": ["1"], "pubsub#max_items": ["1"],
+        "pubsub#send_last_published_item": ["never"], "pubsub#access_model": ["whitelist"],
+    }
+
+    # The same bookmark published again changes nothing there: no notification.
+    await publish_bookmark(phone, ORCHARD, conference(name="Orchard"))
+    assert legacy_notified(old) == []
+    # A room removed natively is gone from the copy and from private storage.
+    retract = f"<retract node='{BOOKMARKS}' notify='true'><item id='{PLAY}'/></retract>"
+    assert (await request(phone, f"<pubsub xmlns='{NS}'>{retract}</pubsub>")).get("type") == "result"
+    assert legacy_notified(old) == [[orchard]]
+    assert [described(entry) for entry in await legacy_get(old)] == [orchard]
+    assert notified(phone) == [f"item {PLAY}", f"item {ORCHARD}", f"item {ORCHARD}", f"retract {PLAY}"]
+
+
+async def test_a_xep0048_pep_list_changes_only_what_changed(h: Harness) -> None:
+    phone = await online(h, f"{ALICE}/phone", BOOKMARKS)
+    await publish_bookmark(phone, PLAY, conference(name="The Play", autojoin="true"))
+    await publish_bookmark(phone, ORCHARD, conference(name="Orchard"))
+    notified(phone)
+    old = await online(h, f"{ALICE}/old", LEGACY_NS)
+
+    new_room = "new@conference.example.org"
+    rooms = (
+        f"<conference jid='{PLAY}' name='The Play' autojoin='1'/>"  # the same, spelt otherwise
+        f"<conference jid='{new_room}' autojoin='true'><nick>JC</nick></conference>"
+        "<url name='XSF' url='https://xmpp.org/'/>"
+    )  # the orchard is gone
+    await legacy_publish(old, rooms)
+    # Only the changes reach the native node, and the copy is not written again: one
+    # notification, the client's own publish.
+    assert notified(phone) == [f"retract {ORCHARD}", f"item {new_room}"]
+    assert len(legacy_notified(old)) == 1
+    assert await native(phone) == {
+        PLAY: "conference(autojoin=true name=The Play)", new_room: "conference(autojoin=true) nick=JC"
+    }
+    # Private XML clients see the same, what only XEP-0048 can hold included.
+    assert [described(entry) for entry in await legacy_get(await h.connect(f"{ALICE}/older"))] == [
+        f"conference(autojoin=true jid={PLAY} name=The Play)",
+        f"conference(autojoin=true jid={new_room}) nick=JC",
+        "url(name=XSF url=https://xmpp.org/)",
+    ]
+
+    # A native change afterwards keeps what only XEP-0048 holds in the copy.
+    retract = f"<retract node='{BOOKMARKS}'><item id='{new_room}'/></retract>"
+    assert (await request(phone, f"<pubsub xmlns='{NS}'>{retract}</pubsub>")).get("type") == "result"
+    assert legacy_notified(old) == [
+        [f"conference(autojoin=true jid={PLAY} name=The Play)", "url(name=XSF url=https://xmpp.org/)"]
+    ]
+
+
+async def test_a_private_xml_set_is_notified_to_xep0048_pep_clients(h: Harness) -> None:
+    old = await online(h, f"{ALICE}/old", LEGACY_NS)
+    legacy = await h.connect(f"{ALICE}/older")
+    assert (await legacy_set(legacy, f"<conference jid='{PLAY}' name='The Play'/>")).get("type") == "result"
+    play = f"conference(autojoin=false jid={PLAY} name=The Play)"
+    assert legacy_notified(old) == [[play]]
+    # Only what only private storage keeps changes: the copy follows, once.
+    url = "<url name='XSF' url='https://xmpp.org/'/>"
+    assert (await legacy_set(legacy, f"<conference jid='{PLAY}' name='The Play'/>{url}")).get("type") == "result"
+    assert legacy_notified(old) == [[play, "url(name=XSF url=https://xmpp.org/)"]]
+    # Removing everything leaves an empty list.
+    assert (await legacy_set(legacy, "")).get("type") == "result"
+    assert legacy_notified(old) == [[]]
+    assert await native(old) == {}
+
+
+async def test_older_native_bookmarks_are_copied_when_a_xep0048_pep_client_comes(h: Harness) -> None:
+    pep = pep_service(h.server.hosts["localhost"].modules["pep"])
+    await pep.publish(parse_jid(ALICE), BOOKMARKS, PLAY, from_text(conference(name="The Play")), {
+        "pubsub#access_model": "whitelist"
+    })
+    # Made before: as if the conversion had not run then.
+    await pep.delete(parse_jid(ALICE), LEGACY_NS)
+    phone = await online(h, f"{ALICE}/phone", BOOKMARKS)  # not a XEP-0048 client: nothing made
+    assert error_condition(await items(phone, LEGACY_NS)) == "item-not-found"
+    old = await online(h, f"{ALICE}/old", LEGACY_NS)
+    play = f"conference(autojoin=false jid={PLAY} name=The Play)"
+    assert legacy_notified(old) == [[play]]
+    assert await legacy_pep(old) == [play]
+
+
+async def test_a_xep0048_node_others_may_read_gets_no_copy(h: Harness) -> None:
+    old = await online(h, f"{ALICE}/old", LEGACY_NS)
+    phone = await online(h, f"{ALICE}/phone", BOOKMARKS)
+    # A client that published without options made it a presence node: contacts could read.
+    await legacy_publish(old, f"<conference jid='{PLAY}' name='The Play'/>", options="")
+    assert notified(phone) == [f"item {PLAY}"]  # converted: the native node is private
+    legacy_notified(old)
+    await publish_bookmark(phone, ORCHARD, conference(name="Orchard"))
+    assert legacy_notified(old) == []  # XEP-0411 §5: not copied there
+    assert await legacy_pep(old) == [f"conference(jid={PLAY} name=The Play)"]

@@ -607,3 +607,32 @@ async def test_other_modules_publish_as_the_owner(h: Harness) -> None:
         await pep.publish(alice, NICK, None, payload, {"pubsub#access_model": "whitelist"})
     assert refused.value.condition == "conflict"
     assert await pep.node(alice, "nothing") is None
+
+
+async def test_each_stored_change_fires_pep_changed_on_the_accounts_host(h: Harness) -> None:
+    seen: list[tuple[str, str, str, str | None, str | None]] = []
+
+    def changed(ev: events.PepChanged) -> None:
+        text = ev.payload.text if ev.payload is not None else None
+        seen.append((str(ev.account), ev.node, ev.action, ev.item_id, text))
+
+    h.server.hosts["localhost"].hooks.on(events.PEP_CHANGED, changed)
+    alice = await h.connect(f"{ALICE}/phone")
+    assert (await publish(alice, NICK, "Alice", "n1")).get("type") == "result"
+    retract = f"<retract node='{NICK}'><item id='n1'/></retract>"
+    assert (await request(alice, f"<pubsub xmlns='{NS}'>{retract}</pubsub>")).get("type") == "result"
+    # A module's publish through the service fires it too.
+    payload = element(f"{{{NICK}}}nick")
+    payload.text = "Al"
+    await service(h).publish(parse_jid(ALICE), NICK, "n2", payload)
+    assert (await owner(alice, f"<purge node='{NICK}'/>")).get("type") == "result"
+    assert (await owner(alice, f"<delete node='{NICK}'/>")).get("type") == "result"
+    # A refused change fires nothing.
+    assert error_condition(await request(alice, f"<pubsub xmlns='{NS}'>{retract}</pubsub>")) == "item-not-found"
+    assert seen == [
+        (ALICE, NICK, "publish", "n1", "Alice"),
+        (ALICE, NICK, "retract", "n1", None),
+        (ALICE, NICK, "publish", "n2", "Al"),
+        (ALICE, NICK, "purge", None, None),
+        (ALICE, NICK, "delete", None, None),
+    ]

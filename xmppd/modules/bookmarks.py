@@ -33,15 +33,35 @@ one stanza's size bounds it; it counts towards the private module's limit like a
   the client can ask for anything (XEP-0411 §4: otherwise a client that reads only PEP would not
   know them); the private copy then keeps only what the node cannot hold.
 
-XEP-0411 (deprecated) converts between private XML and a PEP node named `storage:bookmarks`
-holding the whole XEP-0048 list in one item; that is not offered: clients that speak PEP
-bookmarks use `urn:xmpp:bookmarks:1` when the server announces `#compat`.
+XEP-0411 (announced as `urn:xmpp:bookmarks-conversion:0`): clients of the XEP-0048 1.1 era keep
+the whole list in PEP too, as the one item `current` of a node `storage:bookmarks`. That node is
+a copy, never the truth: each change of the native node (a client's publish, retract, purge or
+delete, seen through `pep-changed`; a private XML set; the login migration above) rewrites
+`current` from it and from what private storage keeps, as a private XML get would show them,
+and only when that differs from what `current` says (so no notification for nothing). A client's
+publish to `storage:bookmarks` is a set like the private XML one: the rooms that changed are
+published to the native node, those gone retracted. The writes of this module fire
+`pep-changed` as well; they are recognised (`_own_writes`) and not mirrored again, so nothing
+loops.
+
+- Kept for every account whose bookmarks change, not only for those that have the node already:
+  XEP-0411 §3 makes the server keep both in sync once it announces the feature, and a client
+  that comes later reads the node without asking anyone to make it. Nothing is read at login
+  for that: an account that never had bookmarks never gets the node. Bookmarks stored natively
+  before this conversion existed reach the node at their next change, or when a session asking
+  for `storage:bookmarks+notify` (a XEP-0048 PEP client) comes online: only such a login reads
+  the private XML copy for it.
+- The node is made private (XEP-0411 §5, XEP-0223: whitelist, persistent; one item, never
+  sent on presence); one a client made readable by others is left alone, not written into.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +73,7 @@ from xmppd import events
 from xmppd.elements import element, from_text, to_text
 from xmppd.errors import StanzaError
 from xmppd.jid import InvalidJID, parse_jid
+from xmppd.modules.caps import client_caps
 from xmppd.modules.pep import pep_service
 from xmppd.modules.private import KV_STORE as PRIVATE_STORE
 from xmppd.modules.private import NS as PRIVATE_NS
@@ -60,14 +81,25 @@ from xmppd.modules.private import NS as PRIVATE_NS
 if TYPE_CHECKING:
     from components.pubsub.node import Item, Node
     from storage.shapes import KeyValue
-    from xmppd.events import SessionEvent
+    from xmppd.events import PepChanged, SessionEvent
     from xmppd.jid import JID
     from xmppd.module import ModuleAPI, StanzaEvent
 
-PROTOCOLS = [("XEP-0402", "1.2.0", "complete", "with #compat: XEP-0048 bookmarks in XEP-0049 private XML unified")]
+PROTOCOLS = [
+    ("XEP-0402", "1.2.0", "complete", "with #compat: XEP-0048 bookmarks in XEP-0049 private XML unified"),
+    (
+        "XEP-0411",
+        "1.1.0",
+        "complete",
+        "the PEP node storage:bookmarks kept from urn:xmpp:bookmarks:1 and converted back; native bookmarks"
+        " older than the conversion reach it at their next change or when a client asks for its events",
+    ),
+]
 NODE = "urn:xmpp:bookmarks:1"
 COMPAT = f"{NODE}#compat"
-LEGACY_NS = "storage:bookmarks"
+CONVERSION = "urn:xmpp:bookmarks-conversion:0"
+LEGACY_NS = "storage:bookmarks"  # also the name of the XEP-0048 PEP node
+CURRENT = "current"  # XEP-0048 (1.1+): the id of its one item
 STORAGE = f"{{{LEGACY_NS}}}storage"  # also its key in private storage (private.py: Clark notation)
 LEGACY_CONFERENCE = f"{{{LEGACY_NS}}}conference"
 CONFERENCE = f"{{{NODE}}}conference"
@@ -75,14 +107,29 @@ EXTENSIONS = f"{{{NODE}}}extensions"
 PRIORITY = 1  # before the private module, which would store and answer `storage:bookmarks` itself
 TRUE = ("true", "1")  # xs:boolean
 WHITELIST: dict[str, object] = {ACCESS_MODEL: "whitelist"}  # the precondition on a node that exists
+# True while this module writes to PEP: the `pep-changed` its writes fire (inline, in the same
+# task) are its own, not changes to convert or mirror again.
+_converting: ContextVar[bool] = ContextVar("bookmarks_converting", default=False)
+
+
+@contextmanager
+def _own_writes() -> Iterator[None]:
+    token = _converting.set(True)
+    try:
+        yield
+    finally:
+        _converting.reset(token)
 
 
 def setup(mod: ModuleAPI) -> None:
     bookmarks = Bookmarks(mod)
     mod.add_account_feature(COMPAT)
+    mod.add_account_feature(CONVERSION)
     mod.on_iq("get", PRIVATE_NS, "query", bookmarks.read, targets=("self",), priority=PRIORITY)
     mod.on_iq("set", PRIVATE_NS, "query", bookmarks.write, targets=("self",), priority=PRIORITY)
     mod.on(events.SESSION_BOUND, bookmarks.session_bound)
+    mod.on(events.PEP_CHANGED, bookmarks.pep_changed)
+    mod.on(events.CAPS_KNOWN, bookmarks.caps_known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +226,15 @@ def split(storage: etree._Element) -> tuple[dict[str, Bookmark], etree._Element]
     return rooms, rest
 
 
+def same_list(a: etree._Element, b: etree._Element) -> bool:
+    """Whether two XEP-0048 `<storage/>`s say the same: the same rooms, whatever their order and
+    spelling (autojoin='1' or 'true'), and the same rest."""
+    if a.tag != STORAGE or b.tag != STORAGE:
+        return False
+    (rooms_a, rest_a), (rooms_b, rest_b) = split(a), split(b)
+    return rooms_a == rooms_b and [to_text(x) for x in rest_a] == [to_text(x) for x in rest_b]
+
+
 def shown(node: Node | None) -> dict[str, Bookmark]:
     """The node's bookmarks a legacy client sees, oldest first."""
     found = (Bookmark.from_item(item) for item in (node.items.values() if node is not None else ()))
@@ -198,6 +254,7 @@ class Bookmarks:
         self.pep = pep_service(mod)
         self.log = mod.log
         self.store: KeyValue = mod.open_store(PRIVATE_STORE, KEY_VALUE)
+        self.caps = client_caps(mod)
         # XEP-0402 §3.3's publish-options: a node this module creates is made so.
         self.options: dict[str, object] = {
             "pubsub#persist_items": True,
@@ -205,6 +262,8 @@ class Bookmarks:
             "pubsub#send_last_published_item": "never",
             ACCESS_MODEL: "whitelist",
         }
+        # XEP-0048 (1.1+) with XEP-0223: private and persistent; one item, `current`.
+        self.legacy_options: dict[str, object] = {**self.options, MAX_ITEMS: 1}
         # Each change reads the node, then publishes and retracts: one at a time per host (they
         # are rare), so two of them never interleave.
         self.changing = asyncio.Lock()
@@ -216,15 +275,8 @@ class Bookmarks:
         if len(children) != 1 or children[0].tag != STORAGE:
             return False  # not ours: the private module answers
         assert ev.origin is not None  # `self` is the sender's own account
-        account = ev.origin.bare
-        storage = element(STORAGE)
-        for bookmark in shown(await self.pep.node(account, NODE)).values():
-            storage.append(bookmark.to_legacy())
-        kept = await self._kept(account)
-        if kept is not None:
-            storage.extend(split(kept)[1])
         reply = ev.stanza.reply()
-        element(f"{{{PRIVATE_NS}}}query", parent=reply.element).append(storage)
+        element(f"{{{PRIVATE_NS}}}query", parent=reply.element).append(await self._storage(ev.origin.bare))
         ev.respond(reply)
         return True
 
@@ -236,19 +288,35 @@ class Bookmarks:
             return ev.error("not-acceptable", "storage:bookmarks is stored in a query of its own")
         assert ev.origin is not None
         account = ev.origin.bare
-        rooms, rest = split(children[0])
         async with self.changing:
-            node = await self.pep.node(account, NODE)
-            current = shown(node)
-            changed = {jid: bookmark for jid, bookmark in rooms.items() if current.get(jid) != bookmark}
             try:
-                await self._change(account, node, changed, gone=current.keys() - rooms.keys())
+                await self._replace(account, children[0])
             except StanzaError as error:
                 ev.router.bounce(ev.stanza, error, ev.origin)
                 return True
-            await self._keep(account, rest)
+            await self._mirror(account)  # XEP-0411 §3: PEP subscribers are notified of it
         ev.respond(ev.stanza.reply())
         return True
+
+    async def _replace(self, account: JID, storage: etree._Element) -> None:
+        """A whole XEP-0048 list, from private XML or the PEP node: what changed goes to the native
+        node (XEP-0402 §5.3.2), the rest to private storage; StanzaError with nothing changed."""
+        rooms, rest = split(storage)
+        node = await self.pep.node(account, NODE)
+        current = shown(node)
+        changed = {jid: bookmark for jid, bookmark in rooms.items() if current.get(jid) != bookmark}
+        await self._change(account, node, changed, gone=current.keys() - rooms.keys())
+        await self._keep(account, rest)
+
+    async def _storage(self, account: JID) -> etree._Element:
+        """The XEP-0048 list: the native node's rooms, oldest first, then what private storage keeps."""
+        storage = element(STORAGE)
+        for bookmark in shown(await self.pep.node(account, NODE)).values():
+            storage.append(bookmark.to_legacy())
+        kept = await self._kept(account)
+        if kept is not None:
+            storage.extend(split(kept)[1])
+        return storage
 
     # -- what was stored before ------------------------------------------------------------------
 
@@ -270,6 +338,51 @@ class Bookmarks:
                 self.log.warning("the bookmarks of %s stay in private storage: %s", account, error)
                 return
             await self._keep(account, rest)
+            await self._mirror(account)
+
+    # -- the XEP-0048 PEP node (XEP-0411) ----------------------------------------------------------
+
+    async def pep_changed(self, ev: PepChanged) -> None:
+        if _converting.get() or ev.node not in (NODE, LEGACY_NS):
+            return
+        async with self.changing:
+            if ev.node == LEGACY_NS:
+                # Only a published list changes the bookmarks: a purge or a deletion of the copy
+                # is a client tidying up, and the next change writes it again.
+                if ev.action != "publish" or ev.payload is None or ev.payload.tag != STORAGE:
+                    return
+                try:
+                    await self._replace(ev.account, ev.payload)
+                except StanzaError as error:
+                    # The copy is then rewritten from the native node, which stays the truth.
+                    self.log.warning("%s's %s list not converted: %s", ev.account, LEGACY_NS, error)
+            await self._mirror(ev.account)
+
+    async def caps_known(self, ev: SessionEvent) -> None:
+        """A XEP-0048 PEP client came online: the copy is made if native bookmarks predate it."""
+        if self.caps.wants(ev.session.jid, LEGACY_NS):
+            async with self.changing:
+                await self._mirror(ev.session.bare)
+
+    async def _mirror(self, account: JID) -> None:
+        """Rewrite the item `current` of the `storage:bookmarks` node from the native node and
+        private storage, when it says something else; with `changing` held."""
+        storage = await self._storage(account)
+        node = await self.pep.node(account, LEGACY_NS)
+        if node is None:
+            if not len(storage):
+                return  # no bookmarks, no copy to make
+            options = self.legacy_options
+        elif not private(node):
+            # XEP-0411 §5: only the account may read what is copied there; not converted.
+            self.log.warning("%s's %s node is not private: bookmarks not copied into it", account, LEGACY_NS)
+            return
+        elif (current := node.items.get(CURRENT)) is not None and same_list(from_text(current.payload), storage):
+            return
+        else:
+            options = WHITELIST
+        with _own_writes():
+            await self.pep.publish(account, LEGACY_NS, CURRENT, storage, options)
 
     # -- the node --------------------------------------------------------------------------------
 
@@ -288,12 +401,13 @@ class Bookmarks:
             after = len(changed)
         if after > room:
             raise StanzaError("not-acceptable", f"{NODE} takes at most {room} bookmarks")
-        for jid in gone:
-            await self.pep.retract(account, NODE, jid, notify=True)
         # The options create the node; then they are preconditions it meets.
         options = self.options if node is None else WHITELIST
-        for jid, bookmark in changed.items():
-            await self.pep.publish(account, NODE, jid, bookmark.to_item(), options)
+        with _own_writes():
+            for jid in gone:
+                await self.pep.retract(account, NODE, jid, notify=True)
+            for jid, bookmark in changed.items():
+                await self.pep.publish(account, NODE, jid, bookmark.to_item(), options)
 
     async def _kept(self, account: JID) -> etree._Element | None:
         assert account.local is not None

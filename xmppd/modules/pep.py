@@ -35,6 +35,10 @@ says send_last_published_item = on_sub_and_presence and that it may access: its 
 and those of the local contacts whose presence it receives (subscription to/both), with the time
 the item was published (XEP-0203).
 
+Changes fire `pep-changed` (events.PepChanged) on the account's host once stored and notified,
+outside the account's lock: what another module mirrors (XEP-0411 bookmarks) follows every change,
+its own included, which it must recognise to not loop.
+
 Not offered: explicit subscriptions (subscribe, unsubscribe, their options), node discovery
 (disco#items of an account), instant nodes, pubsub#notify_config, XEP-0033 replyto, and the last
 item for a contact that subscribes or gains access while already online (it gets it at its next
@@ -152,7 +156,11 @@ def setup(mod: ModuleAPI) -> None:
 def pep_service(mod: ModuleAPI) -> Pep:
     """The server's PEP service, one for every host (an account's contacts may live on another
     one), made by whichever module asks first: vCard and bookmark compatibility publish through it."""
-    return mod.common("pep", lambda: Pep(mod))
+    pep = mod.common("pep", lambda: Pep(mod))
+    # `pep-changed` fires on the account's host, through the API of a module there: every host
+    # whose accounts can change nodes has one that asked for the service (pep itself, at least).
+    pep.hosts.setdefault(mod.host.name, mod)
+    return pep
 
 
 def _local(account: JID) -> str:
@@ -262,6 +270,7 @@ class Pep:
         self.caps = client_caps(mod)
         self.limits = Limits(options["max_items"], options["max_item_size"], options["max_nodes"])
         self.nodes = NodeCache(mod.open_store(STORE, KEY_VALUE), options["cache_size"])
+        self.hosts: dict[str, ModuleAPI] = {}  # by host name: where `pep-changed` fires (pep_service)
 
     async def node(self, account: JID, name: str) -> Node | None:
         return (await self.nodes.nodes(account)).get(name)
@@ -294,6 +303,7 @@ class Pep:
             target.publish(item)
             await self.nodes.save(account, target)
             await self._notify(account, target, items_event(target, item))
+        await self._changed(events.PepChanged(account, node, "publish", item.id, payload))
         return item.id
 
     async def create(self, account: JID, name: str, config: NodeConfig) -> None:
@@ -317,6 +327,7 @@ class Pep:
             await self.nodes.save(account, node)
             if notify or node.config.notify_retract:  # §7.2.2.1
                 await self._notify(account, node, retract_event(name, item_id))
+        await self._changed(events.PepChanged(account, name, "retract", item_id))
 
     async def configure(self, account: JID, name: str, form: etree._Element) -> None:
         async with self._existing(account, name) as node:
@@ -330,6 +341,7 @@ class Pep:
             await self.nodes.save(account, node)
             if node.config.notify_retract:  # §8.5.2: one notification for all the items
                 await self._notify(account, node, node_event("purge", name))
+        await self._changed(events.PepChanged(account, name, "purge"))
 
     async def set_affiliations(self, account: JID, name: str, changes: Mapping[str, str]) -> None:
         async with self._existing(account, name) as node:
@@ -348,6 +360,13 @@ class Pep:
             await self.nodes.drop(account, name)
             if node.config.notify_delete:  # §8.4.2
                 await self._notify(account, node, node_event("delete", name))
+        await self._changed(events.PepChanged(account, name, "delete"))
+
+    async def _changed(self, change: events.PepChanged) -> None:
+        """After the account's lock is released: a handler may change its nodes in turn."""
+        mod = self.hosts.get(change.account.domain)
+        if mod is not None:
+            await mod.fire(events.PEP_CHANGED, change)
 
     @asynccontextmanager
     async def _existing(self, account: JID, name: str) -> AsyncIterator[Node]:
