@@ -13,7 +13,7 @@ import itertools
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -139,6 +139,8 @@ class Session:
     proto: XmppProtocol
     jid: str = ""
     stats: dict[str, float] = field(default_factory=dict)
+    # What a wait does with the stanzas it is not waiting for (None: drops them).
+    on_stanza: Callable[[etree._Element], None] | None = None
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -148,12 +150,13 @@ class Session:
     def send(self, data: bytes) -> None:
         self.transport.write(data)
 
-    async def recv(self) -> xs.Event:
+    async def recv(self, deadline: float | None = None) -> xs.Event:
+        """The next stream event, by `deadline` (loop time; default: the target's timeout from now)."""
         loop = asyncio.get_running_loop()
-        return await self.proto.next_event(loop.time() + self.target.timeout)
+        return await self.proto.next_event(loop.time() + self.target.timeout if deadline is None else deadline)
 
-    async def element(self) -> etree._Element:
-        ev = await self.recv()
+    async def element(self, deadline: float | None = None) -> etree._Element:
+        ev = await self.recv(deadline)
         if isinstance(ev, xs.StreamClosed):
             raise ConnectionError("stream closed by server")
         if isinstance(ev, xs.StreamOpened):
@@ -162,16 +165,25 @@ class Session:
             raise LoginError("stream error: " + ",".join(etree.QName(c).localname for c in ev))
         return ev
 
-    async def wait_iq(self, iq_id: str, on_other: Callable[[etree._Element], None] | None = None) -> etree._Element:
-        """Waits for the iq answering iq_id; other stanzas go to on_other (or are dropped).
+    async def wait_iq(self, iq_id: str) -> etree._Element:
+        """Waits for the iq answering iq_id; other stanzas go to on_stanza (or are dropped).
         Bounded: each element within the target's timeout, and at most MAX_SKIPPED of them."""
         for _ in range(MAX_SKIPPED):
             el = await self.element()
             if el.tag == "{jabber:client}iq" and el.get("id") == iq_id:
                 return el
-            if on_other is not None:
-                on_other(el)
+            if self.on_stanza is not None:
+                self.on_stanza(el)
         raise TimeoutError(f"no answer to iq {iq_id} among {MAX_SKIPPED} stanzas")
+
+    async def listen(self, seconds: float) -> None:
+        """Hands what arrives in the next `seconds` to on_stanza (or drops it)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        with contextlib.suppress(TimeoutError):
+            while True:
+                el = await self.element(deadline)
+                if self.on_stanza is not None:
+                    self.on_stanza(el)
 
     def use_sink(self, sink: Callable[[bytes], None]) -> None:
         """Stops parsing: every later read goes to sink (and the parser is freed)."""
@@ -282,6 +294,17 @@ async def bind_resource(session: Session, features: etree._Element, resource: st
         await session.wait_iq("sess")
 
 
+Ready = Callable[[Session], Awaitable[None]]  # the last step of a login
+PRESENCE = b"<presence/>"
+
+
+async def ping_ready(session: Session) -> None:
+    """Ready means the server answered a ping sent last: it handles one session's stanzas in order,
+    so by then it has processed the presence (and sent its probes)."""
+    session.send(xs.iq("get", "ready", f"<ping xmlns='{xs.NS_PING}'/>", to=session.target.domain))
+    await session.wait_iq("ready")
+
+
 async def login(
     target: Target,
     account: Account,
@@ -289,13 +312,12 @@ async def login(
     ssl_ctx: ssl.SSLContext | None,
     *,
     roster: bool = True,
-    presence: bool = True,
+    presence: bytes | None = PRESENCE,
+    ready: Ready = ping_ready,
 ) -> Session:
-    """Full login; session.stats["login_s"] is connect-to-ready time.
-
-    Ready means the server answered a ping sent after the initial presence: it handles one session's
-    stanzas in order, so by then it has processed the presence (and sent its probes).
-    """
+    """Full login: connect, TLS, SASL, bind, the roster, the initial presence (None: stay
+    unavailable), then `ready`, whose return marks the session ready; session.stats["login_s"] is
+    connect-to-ready time."""
     started = time.perf_counter()
     session = await connect(target, ssl_ctx)
     try:
@@ -313,10 +335,9 @@ async def login(
             session.send(xs.iq("get", "roster", f"<query xmlns='{xs.NS_ROSTER}'/>"))
             result = await session.wait_iq("roster")
             session.stats["roster_items"] = len(result.findall(f"{{{xs.NS_ROSTER}}}query/{{{xs.NS_ROSTER}}}item"))
-        if presence:
-            session.send(b"<presence/>")
-        session.send(xs.iq("get", "ready", f"<ping xmlns='{xs.NS_PING}'/>", to=target.domain))
-        await session.wait_iq("ready")
+        if presence is not None:
+            session.send(presence)
+        await ready(session)
     except BaseException:
         session.close()
         raise

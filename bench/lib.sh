@@ -20,6 +20,7 @@ ROSTER_POOL="${ROSTER_POOL:-2000}"     # accounts with a 20-contact roster (logi
 DURATION="${DURATION:-10}"             # measured seconds per throughput scenario
 LOGINS="${LOGINS:-500}"
 LOGIN_CONCURRENCY="${LOGIN_CONCURRENCY:-20}"
+PEP_LINGER="${PEP_LINGER:-1}"          # logins-pep: seconds each session stays online after its login
 PAIRS="${PAIRS:-50}"
 RATE="${RATE:-500}"                    # fixed-rate latency test, msg/s
 IDLE="${IDLE:-10000}"
@@ -31,7 +32,7 @@ WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
-SCENARIOS="${SCENARIOS:-logins messages messages-archive messages-rate flood muc muc-rate mam idle-tls idle-plain cross-node}"
+SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-archive messages-rate flood muc muc-rate mam idle-tls idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -81,6 +82,9 @@ bench_target() {
         case $s in
         logins) loadgen "${common[@]}" --scenario logins --count "$LOGINS" \
             --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --workers "$WORKERS" ;;
+        logins-pep) loadgen "${common[@]}" --scenario logins-pep --count "$LOGINS" \
+            --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --roster-pool "$ROSTER_POOL" --linger "$PEP_LINGER" \
+            --workers "$WORKERS" ;;
         messages) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --duration "$DURATION" \
             --workers "$WORKERS" --param archive=off ;;
         messages-archive) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \

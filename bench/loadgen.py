@@ -4,9 +4,10 @@
         --server-pid PID --scenario logins,messages --label prosody
 
 Prints one JSON record per scenario on stdout (and appends it to --json-out), then a Markdown table.
-Scenarios: prime (fill the client key cache), logins, messages (1:1; --rate for fixed rate), idle,
-muc, mam, cross-node (needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor
-pair's latency without and with one more session flooding iq pings).
+Scenarios: prime (fill the client key cache), logins, logins-pep (clients with caps that publish
+their OMEMO device list), messages (1:1; --rate for fixed rate), idle, muc, mam, cross-node (needs
+--peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency without and
+with one more session flooding iq pings).
 See bench/README.md for what each one measures.
 """
 
@@ -34,10 +35,11 @@ from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default
 from bench.scram import HASHES, KeyCache
 from bench.stats import summarize_us
 
-SHARDABLE = {"prime", "logins", "messages", "cross-node"}
+SHARDABLE = {"prime", "logins", "logins-pep", "messages", "cross-node"}
 RATE_KEYS = {
     "prime": ("accounts", "accounts/s"),
     "logins": ("logins", "logins/s"),
+    "logins-pep": ("logins", "logins/s"),
     "messages": ("delivered", "msg/s"),
     "cross-node": ("delivered", "msg/s"),
     "muc": ("deliveries", "deliveries/s"),
@@ -65,6 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--count", type=int, default=500, help="logins, idle sessions, or MAM queries")
     a("--accounts", type=int, default=1000, help="account pool for logins")
     a("--first", type=int, default=1, help="first account number")
+    a("--roster-pool", type=int, default=2000, help="accounts provisioned with rosters (logins-pep)")
+    a("--linger", type=float, default=1.0, help="logins-pep: seconds a session stays online after its login")
     a("--duration", type=float, default=10.0, help="measured seconds (messages, muc, mam)")
     a("--warmup", type=float, default=2.0)
     a("--rate", type=float, default=0.0, help="fixed send rate per second (0: max, closed loop)")
@@ -94,7 +98,8 @@ def options_from(args: argparse.Namespace) -> Options:
     target = Target(args.host, args.port, args.domain, args.tls, args.mechanism, args.timeout, ips)
     return Options(
         target=target, prefix=args.prefix, password=args.password, first=args.first,
-        accounts=args.accounts, count=args.count, concurrency=args.concurrency,
+        accounts=args.accounts, roster_pool=args.roster_pool, linger=args.linger, count=args.count,
+        concurrency=args.concurrency,
         duration=args.duration, warmup=args.warmup, rate=args.rate, window=args.window,
         pairs=args.pairs, body_size=args.body_size, occupants=args.occupants, senders=args.senders,
         mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
@@ -207,8 +212,7 @@ def merge(outcomes: list[Outcome]) -> Outcome:
         for k, v in o.counts.items():
             total.counts[k] = total.counts.get(k, 0) + v
         total.latencies_us.extend(o.latencies_us)
-        total.errors.extend(o.errors[: 5 - len(total.errors)])
-        total.error_count += o.error_count
+        total.add_errors(o)
         total.window_s = max(total.window_s, o.window_s)
         total.info.update(o.info)
     return total
@@ -293,6 +297,7 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
     by_scenario = {
         "prime": ["count", "concurrency"],
         "logins": ["count", "concurrency", "accounts", "workers"],
+        "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
         "messages": ["pairs", "rate", "window", "duration", "body_size", "workers"],
         "cross-node": ["pairs", "rate", "window", "duration", "peer_port"],
         "idle": ["count", "concurrency", "settle"],

@@ -50,11 +50,16 @@ class Plan:
         return hashlib.sha256(f"{self.domain}/{self.user(n)}".encode()).hexdigest()[:24].encode()
 
     def contacts(self, n: int) -> Iterator[int]:
-        if n > self.roster_pool:
-            return
-        half = self.roster_size // 2
-        for d in [*range(-half, 0), *range(1, half + 1)]:
-            yield (n - 1 + d) % self.roster_pool + 1
+        return roster_contacts(n, self.roster_pool, self.roster_size)
+
+
+def roster_contacts(n: int, pool: int, size: int = 20) -> Iterator[int]:
+    """The contacts of account n: n±1..n±size/2 modulo the pool, none outside it."""
+    if n > pool:
+        return
+    half = size // 2
+    for d in [*range(-half, 0), *range(1, half + 1)]:
+        yield (n - 1 + d) % pool + 1
 
 
 def _derive(args: tuple[str, str, bytes, int]) -> ScramKeys:

@@ -77,11 +77,36 @@ def _flooder_closed(r: Record) -> str:
 
 
 _FLOOD = _is("flood")
+_PEP = _is("logins-pep")
+
+
+def _per_login(*keys: str) -> Callable[[Record], float | None]:
+    def value(r: Record) -> float | None:
+        res = r.get("results", {})
+        return sum(res.get(k, 0) for k in keys) / res["logins"] if res.get("logins") else None
+
+    return value
+
+
+def _pep_events(r: Record) -> str:
+    live, last = _per_login("notifications")(r), _per_login("last_items")(r)
+    return f"{live or 0:.1f} notifications + {last or 0:.1f} last items"
+
 
 METRICS = [
     Metric("logins/s (TLS, SCRAM, bind, 20-contact roster, presence)", _is("logins"), _rate),
     Metric("login p50 ms", _is("logins"), _lat("p50_ms"), False, 1),
     Metric("login p99 ms", _is("logins"), _lat("p99_ms"), False, 1),
+    Metric("logins/s with PEP publish + caps (OMEMO device list, 4 +notify)", _PEP, _rate),
+    Metric("PEP login p50 ms", _PEP, _lat("p50_ms"), False, 1),
+    Metric("PEP login p99 ms", _PEP, _lat("p99_ms"), False, 1),
+    Metric(
+        "PEP: contacts' device-list events received per login",
+        _PEP,
+        _per_login("notifications", "last_items"),
+        compare=False,
+        describe=_pep_events,
+    ),
     Metric("1:1 msg/s, archive off", _msg("off", False), _rate),
     Metric("1:1 msg/s, archive on (PostgreSQL)", _msg("on", False), _rate),
     Metric("server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False),

@@ -14,12 +14,14 @@ import re
 import ssl
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lxml import etree
 
+from bench import pep
 from bench import stream as xs
 from bench.client import (
     Account,
@@ -33,6 +35,7 @@ from bench.client import (
     open_stream,
     starttls,
 )
+from bench.provision import roster_contacts
 from bench.scram import KeyCache
 from bench.stats import summarize_us
 
@@ -44,6 +47,8 @@ class Options:
     password: str = "bench-pass"
     first: int = 1  # first account number used
     accounts: int = 1000  # account pool for logins (those with rosters)
+    roster_pool: int = 2000  # accounts provisioned with rosters (whose contacts are in it too)
+    linger: float = 1.0  # logins-pep: seconds a session stays online after its login
     count: int = 500
     concurrency: int = 20
     duration: float = 10.0
@@ -83,6 +88,10 @@ class Outcome:
         if len(self.errors) < 5:
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
+    def add_errors(self, other: Outcome) -> None:
+        self.error_count += other.error_count
+        self.errors.extend(other.errors[: 5 - len(self.errors)])
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -101,7 +110,7 @@ def jid(opt: Options, n: int, domain: str | None = None) -> str:
 
 
 async def login_many(
-    ctx: Context, numbers: list[int], out: Outcome, *, targets: list[Target] | None = None, **kw: bool
+    ctx: Context, numbers: list[int], out: Outcome, *, targets: list[Target] | None = None, **kw: Any
 ) -> dict[int, Session]:
     """Logs accounts in at the configured concurrency; failures are counted, not fatal."""
     opt, cache, ssl_ctx = ctx
@@ -174,40 +183,81 @@ class measuring:
 
 
 async def run_logins(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
-    opt, cache, _ = ctx
     out = Outcome()
-    pool = list(range(opt.first, opt.first + opt.accounts))
-    numbers = shard.take([pool[i % len(pool)] for i in range(opt.count)])
-    misses_before = cache.misses
-    async with measuring(meter, out):
-        sessions = await _timed_logins(ctx, numbers, out)
-    out.counts["logins"] = len(out.latencies_us)
-    # Should stay 0: provisioning (or `prime`) puts every account's keys in the cache beforehand.
-    out.counts["client_pbkdf2"] = cache.misses - misses_before
-    out.info["roster_items"] = sessions
+    totals = await _measured_logins(ctx, meter, shard, out)
+    out.info["roster_items"] = totals["roster_items"] / max(1, len(out.latencies_us))
     return out
 
 
-async def _timed_logins(ctx: Context, numbers: list[int], out: Outcome) -> float:
-    opt, cache, ssl_ctx = ctx
-    queue = iter(numbers)
-    roster_items: list[float] = []
+async def _measured_logins(
+    ctx: Context, meter: Meter, shard: Shard, out: Outcome, linger: float = 0.0, **kw: Any
+) -> Counter[str]:
+    """`count` logins cycling over the pool at `concurrency`, with `login`'s keywords, each session
+    staying `linger` seconds; returns the sum of each figure the sessions noted (session.stats)
+    but their login time. The window ends with the last login, before the last sessions leave."""
+    opt, cache, _ = ctx
+    misses_before = cache.misses
+    logins = TimedLogins(ctx, out, linger, kw)
+    async with measuring(meter, out):
+        await logins.run(_login_numbers(opt, shard))
+    await logins.closed()
+    out.counts["logins"] = len(out.latencies_us)
+    # Should stay 0: provisioning (or `prime`) puts every account's keys in the cache beforehand.
+    out.counts["client_pbkdf2"] = cache.misses - misses_before
+    return logins.totals
 
-    async def worker() -> None:
+
+def _login_numbers(opt: Options, shard: Shard) -> list[int]:
+    pool = list(range(opt.first, opt.first + opt.accounts))
+    return shard.take([pool[i % len(pool)] for i in range(opt.count)])
+
+
+class TimedLogins:
+    """Logins at the configured concurrency, each timed; each session then stays online `linger`
+    seconds (handing what it receives to its on_stanza) without holding up the next login."""
+
+    def __init__(self, ctx: Context, out: Outcome, linger: float, login_kw: dict[str, Any]) -> None:
+        self.ctx, self.out, self.linger, self.login_kw = ctx, out, linger, login_kw
+        self.totals: Counter[str] = Counter()
+        self.staying: set[asyncio.Task[None]] = set()
+
+    async def run(self, numbers: list[int]) -> None:
+        queue = iter(numbers)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.ctx[0].concurrency):
+                tg.create_task(self._worker(queue))
+
+    async def closed(self) -> None:
+        """Waits until every session has left."""
+        await asyncio.gather(*self.staying)
+
+    async def _worker(self, queue: Iterator[int]) -> None:
+        opt, cache, ssl_ctx = self.ctx
         for n in queue:
+            account = Account(f"{opt.prefix}{n}", opt.password, opt.resource)
             try:
-                s = await login(opt.target, Account(f"{opt.prefix}{n}", opt.password, opt.resource), cache, ssl_ctx)
+                s = await login(opt.target, account, cache, ssl_ctx, **self.login_kw)
             except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
-                out.error(exc)
+                self.out.error(exc)
                 continue
-            out.latencies_us.append(int(s.stats["login_s"] * 1e6))
-            roster_items.append(s.stats.get("roster_items", 0))
-            s.close()
+            self.out.latencies_us.append(int(s.stats.pop("login_s") * 1e6))
+            if self.linger > 0:
+                task = asyncio.create_task(self._stay(s))
+                self.staying.add(task)
+                task.add_done_callback(self.staying.discard)
+            else:
+                self._leave(s)
 
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(opt.concurrency):
-            tg.create_task(worker())
-    return sum(roster_items) / len(roster_items) if roster_items else 0.0
+    async def _stay(self, s: Session) -> None:
+        try:
+            await s.listen(self.linger)
+        except (OSError, LoginError, xs.StreamError) as exc:
+            self.out.error(exc)
+        self._leave(s)
+
+    def _leave(self, s: Session) -> None:
+        s.close()
+        self.totals.update(s.stats)
 
 
 async def run_prime(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
@@ -236,6 +286,96 @@ async def run_prime(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     out.counts["accounts"] = len(numbers)
     out.counts["client_pbkdf2"] = cache.misses
     return out
+
+
+# --- 1b. logins of PEP clients (issue 9) --------------------------------------------------------------
+
+
+async def run_logins_pep(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """The logins of a client that publishes at login: its initial presence carries XEP-0115 caps
+    asking for device-list, avatar and nickname events, it answers the server's disco#info about
+    them, and it publishes its OMEMO device list; the login is done when the publish result comes.
+    Each session then stays online `linger` seconds, so that the contacts logged in just before are
+    online with +notify when a client publishes. Beforehand (unmeasured), every account these
+    logins or their contacts use logs in and publishes its list once, so that each login meets the
+    steady state: a device list on every contact."""
+    opt = ctx[0]
+    out = Outcome()
+    offered = await _offers_pep(ctx, out)
+    if not offered:
+        if offered is False:
+            out.info["skipped"] = f"{opt.target.domain} accounts do not advertise {PEP_FEATURE}"
+        async with measuring(meter, out):
+            pass  # load generator workers meet at the window's edges, also when there is nothing to measure
+        return out
+    # The seeding pass is a plain login pass too (roster, presence, each session leaving at once), so
+    # the measured pass meets the caches (rosters, credentials, nodes) a previous pass leaves behind,
+    # whether `logins` ran before or not. Its errors count, its times do not.
+    seeding = Outcome()
+    seeds = shard.take(_with_contacts(_login_numbers(opt, Shard()), opt.roster_pool))
+    await TimedLogins(ctx, seeding, 0.0, {"ready": publish_device_list}).run(seeds)
+    out.add_errors(seeding)
+    out.counts["seeded_device_lists"] = len(seeding.latencies_us)
+    totals = await _measured_logins(
+        ctx, meter, shard, out, opt.linger, presence=pep.CLIENT.presence(), ready=publish_device_list
+    )
+    out.info["roster_items"] = totals["roster_items"] / max(1, len(out.latencies_us))
+    # What the sessions received from their login to their leaving.
+    out.counts.update({key: totals[key] for key in (*PEP_COUNTS, "caps_queries")})
+    return out
+
+
+PEP_COUNTS = ("notifications", "last_items", "own_events")
+PEP_FEATURE = "http://jabber.org/protocol/pubsub#publish-options"  # XEP-0163 §6 on the account
+
+
+async def _offers_pep(ctx: Context, out: Outcome) -> bool | None:
+    """Whether the first account advertises PEP; None if it could not log in (the error is counted)."""
+    opt = ctx[0]
+    sessions = await login_many(ctx, [opt.first], out, roster=False, presence=None)
+    if not sessions:
+        return None
+    try:
+        session = sessions[opt.first]
+        return await advertises(session, session.jid.partition("/")[0], PEP_FEATURE)
+    finally:
+        close_all(sessions)
+
+
+def _with_contacts(numbers: list[int], roster_pool: int) -> list[int]:
+    return sorted({c for n in numbers for c in (n, *roster_contacts(n, roster_pool))})
+
+
+async def publish_device_list(session: Session) -> None:
+    """The last step of a PEP client's login: publishes its device list and waits for the result."""
+    client = PepClient(session)
+    session.on_stanza = client.received
+    session.send(pep.publish_devices("pub", client.account, time.monotonic_ns()))
+    result = await session.wait_iq("pub")
+    if result.get("type") != "result":
+        condition = ",".join(etree.QName(c).localname for e in result.iter("{*}error") for c in e)
+        raise LoginError(f"device list publish refused: {condition or 'no condition'}")
+
+
+class PepClient:
+    """What a PEP client does with what the server sends it: answers its requests (the caps
+    query) and counts the device-list events in session.stats (pep.event_kind's names, and
+    "caps_queries")."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.account = session.jid.partition("/")[0]
+        self.available_ns = time.monotonic_ns()  # the initial presence, if any, was written just before
+
+    def received(self, stanza: etree._Element) -> None:
+        stats = self.session.stats
+        reply = pep.answer(stanza, pep.CLIENT)
+        if reply is not None:
+            self.session.send(reply)
+            if stanza.find(f"{{{pep.NS_DISCO_INFO}}}query") is not None:
+                stats["caps_queries"] = stats.get("caps_queries", 0) + 1
+        elif (kind := pep.event_kind(stanza, self.account, self.available_ns)) is not None:
+            stats[kind] = stats.get(kind, 0) + 1
 
 
 # --- 2. one-to-one messages (and 6. across nodes) ----------------------------------------------------
@@ -846,7 +986,7 @@ async def run_flood(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     out = Outcome()
     a, b, f = opt.first, opt.first + 1, opt.first + 2
     monitors = await login_many(ctx, [a, b], out, roster=False)
-    flooders = await login_many(ctx, [f], out, roster=False, presence=False)
+    flooders = await login_many(ctx, [f], out, roster=False, presence=None)
     if len(monitors) < 2 or not flooders:
         close_all(monitors)
         close_all(flooders)
@@ -910,6 +1050,7 @@ async def run_flood(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
 SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outcome]]] = {
     "prime": run_prime,
     "logins": run_logins,
+    "logins-pep": run_logins_pep,
     "messages": run_messages,
     "idle": run_idle,
     "muc": run_muc,
