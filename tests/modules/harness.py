@@ -17,6 +17,7 @@ test that checks that nothing arrived cannot pass only because it looked too ear
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -60,6 +61,9 @@ def parse(xml: str) -> etree._Element:
     return wrapper[0]
 
 
+_asked = itertools.count()  # ids of `Client.ask`
+
+
 class Client:
     """One bound resource: feed it stanzas, read what the server wrote to it."""
 
@@ -75,6 +79,17 @@ class Client:
     async def send(self, xml: str) -> None:
         await self.harness.server.router.process(self.session, parse(xml))
         await self.harness.settle()
+
+    async def ask(self, type_: str, payload: str, to: str | None = None) -> etree._Element:
+        """Send an iq of `type_` with `payload` and return its answer, taken out; whatever else
+        arrived stays to be taken."""
+        id_ = f"ask{next(_asked)}"
+        address = f" to='{to}'" if to else ""
+        await self.send(f"<iq type='{type_}' id='{id_}'{address}>{payload}</iq>")
+        answers = [data for data in self.output.writes if f'id="{id_}"'.encode() in data]
+        assert len(answers) == 1, self.output.writes
+        self.output.writes.remove(answers[0])
+        return etree.fromstring(answers[0])
 
     def take(self, match: Callable[[etree._Element], bool] = lambda _e: True) -> list[etree._Element]:
         """The stanzas received since the last take that `match` accepts (all are consumed)."""

@@ -120,11 +120,7 @@ def take_write(client: Client, match: Callable[[etree._Element], bool]) -> etree
 
 async def request(client: Client, xml: str, type_: str = "set", to: str | None = None) -> etree._Element:
     """An iq and its answer (taken out; the rest stays to be taken)."""
-    address = f" to='{to}'" if to else ""
-    await client.send(f"<iq type='{type_}' id='req'{address}>{xml}</iq>")
-    reply = take_write(client, lambda e: e.get("id") == "req")
-    assert reply is not None, client.output.writes
-    return reply
+    return await client.ask(type_, xml, to)
 
 
 def submission(form_type: str, fields: dict[str, str]) -> str:

@@ -3,7 +3,6 @@ own fragments, and nobody else's."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,18 +32,9 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-_ids = itertools.count()
-
-
 async def request(client: Client, type_: str, content: str, to: str | None = None) -> etree._Element:
     """Send a jabber:iq:private query; its answer is returned and taken out."""
-    id_ = f"p{next(_ids)}"
-    address = f" to='{to}'" if to else ""
-    await client.send(f"<iq type='{type_}' id='{id_}'{address}><query xmlns='{NS}'>{content}</query></iq>")
-    replies = [data for data in client.output.writes if f'id="{id_}"'.encode() in data]
-    assert len(replies) == 1, client.output.writes
-    client.output.writes.remove(replies[0])
-    return etree.fromstring(replies[0])
+    return await client.ask(type_, f"<query xmlns='{NS}'>{content}</query>", to)
 
 
 async def stored(client: Client, asked: str, to: str | None = None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,18 +38,9 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-_ids = itertools.count()
-
-
 async def request(client: Client, type_: str, payload: str, to: str | None = None) -> etree._Element:
     """Send an iq; its answer is returned and taken out, the rest stays to be taken."""
-    id_ = f"v{next(_ids)}"
-    address = f" to='{to}'" if to else ""
-    await client.send(f"<iq type='{type_}' id='{id_}'{address}>{payload}</iq>")
-    replies = [data for data in client.output.writes if f'id="{id_}"'.encode() in data]
-    assert len(replies) == 1, client.output.writes
-    client.output.writes.remove(replies[0])
-    return etree.fromstring(replies[0])
+    return await client.ask(type_, payload, to)
 
 
 def vcard(*fields: str) -> str:
