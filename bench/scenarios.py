@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gc
 import re
 import ssl
@@ -894,6 +895,7 @@ class Monitor:
         pad = ("x" * max(0, opt.body_size - 25)).encode()
         self.heads = [f"<message to='{pair[k ^ 1].jid}' type='chat'><body>bt:".encode() for k in (0, 1)]
         self.tail = b":" + pad + b"</body></message>"
+        self._all_in = asyncio.Event()  # set while nothing sent is still on its way
         for s in pair:
             s.use_sink(self._sink())
 
@@ -906,6 +908,8 @@ class Monitor:
                 now = time.monotonic_ns()
                 for t in stamps:
                     self.phases.delivered(t, now)
+                if self.phases.outstanding() <= 0:
+                    self._all_in.set()
 
         return on_data
 
@@ -929,9 +933,14 @@ class Monitor:
             j += 1
 
     async def drain(self, limit_s: float) -> None:
-        deadline = time.monotonic() + limit_s
-        while self.phases.outstanding() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        """Wait until every message sent has arrived, for `limit_s` at most (what is still
+        missing then counts as lost)."""
+        if self.phases.outstanding() <= 0:
+            return
+        self._all_in.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s):
+                await self._all_in.wait()
 
 
 class Flooder:

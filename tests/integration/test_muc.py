@@ -15,7 +15,7 @@ import itertools
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -25,11 +25,10 @@ import pytest
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from storage import Storage
 from tests.integration.conftest import PASSWORD, TIMEOUT, Client, XmppServer, running_server
+from tests.integration.inbox import Inbox, Match, Stanza
 from tests.integration.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
@@ -66,9 +65,7 @@ FIELDS = {
     "max_users": "muc#roomconfig_maxusers",
 }
 
-Stanza = Any  # a slixmpp Message or Presence
 new_form: Any = Form  # slixmpp's data form, untyped
-Match = Callable[[Stanza], bool]
 
 
 class Clock:
@@ -96,49 +93,9 @@ async def xmpp(storage: Storage, tmp_path: Path, clock: Clock) -> AsyncIterator[
 # -- what a client gets ----------------------------------------------------------------------------
 
 
-class Inbox:
-    """Every message and presence from the room service to one client, in arrival order; tests
-    take out what they expect and leave the rest."""
-
-    def __init__(self, client: Client) -> None:
-        self._stanzas: list[Stanza] = []
-        self._arrived = asyncio.Event()
-        for kind in ("message", "presence"):
-            client.register_handler(Callback(f"muc test {kind}", MatchXPath(f"{{{CLIENT_NS}}}{kind}"), self._put))
-
-    def _put(self, stanza: Stanza) -> None:
-        if stanza["from"].domain == SERVICE:
-            self._stanzas.append(stanza)
-            self._arrived.set()
-
-    async def _first(self, match: Match) -> int:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                for index, stanza in enumerate(self._stanzas):
-                    if match(stanza):
-                        return index
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    async def take(self, match: Match) -> Stanza:
-        """The first stanza `match` accepts, waiting for it; it leaves the inbox, the others stay."""
-        return self._stanzas.pop(await self._first(match))
-
-    async def seen(self, match: Match) -> Stanza:
-        """The first stanza `match` accepts, waiting for it; it stays in the inbox."""
-        return self._stanzas[await self._first(match)]
-
-    async def until(self, match: Match, among: Match) -> list[Stanza]:
-        """The stanzas `among` accepts up to the first one `match` accepts, that one last: all of
-        them leave the inbox, the others stay."""
-        end = await self._first(match)
-        marker = self._stanzas[end]
-        taken = [s for s in self._stanzas[:end] if among(s)] + [marker]
-        self._stanzas = [s for s in self._stanzas[:end] if not among(s)] + self._stanzas[end + 1 :]
-        return taken
-
-    def pending(self, match: Match) -> list[Stanza]:
-        return [stanza for stanza in self._stanzas if match(stanza)]
+def room_inbox(client: Client) -> Inbox:
+    """Every message and presence from the room service to `client`."""
+    return Inbox(client, ("message", "presence"), lambda stanza: stanza["from"].domain == SERVICE)
 
 
 @dataclass
@@ -301,7 +258,9 @@ async def people(xmpp: XmppServer, *jids: str, new: bool = True) -> list[User]:
         for bare in dict.fromkeys(JID(jid).bare for jid in jids):
             await xmpp.account(bare)
     clients = await asyncio.gather(*(xmpp.login(jid, plugins=PLUGINS) for jid in jids))
-    return [User(client, JID(jid).user.capitalize(), Inbox(client)) for jid, client in zip(jids, clients, strict=True)]
+    return [
+        User(client, JID(jid).user.capitalize(), room_inbox(client)) for jid, client in zip(jids, clients, strict=True)
+    ]
 
 
 def submit_form(values: dict[str, Any]) -> Any:

@@ -9,8 +9,8 @@ nickname (XEP-0172) before it is available, announces caps (XEP-0115) asking for
 of the nick and of the nodes a test names, and is ready once the server sent it its own nick as
 the last published item, which happens only once the server knows its caps (XEP-0163 §4.3.4): a
 notification published after that point reaches it exactly when its caps ask for it. The PEP
-events a client receives land in its `Events`, in arrival order; to show that one did *not*
-arrive, a test waits for a later one on the same stream (one stream is ordered).
+events a client receives land in its inbox (`pep_inbox`), in arrival order; to show that one did
+*not* arrive, a test waits for a later one on the same stream (one stream is ordered).
 """
 
 from __future__ import annotations
@@ -37,13 +37,12 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.base import register_plugin
 from slixmpp.plugins.xep_0004 import Form
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp_omemo import XEP_0384
 
 from storage import Storage
 from storage.model import RosterItem
 from tests.integration.conftest import TIMEOUT, Client, XmppServer, running_server
+from tests.integration.inbox import Inbox, Match, Stanza
 
 pytestmark = pytest.mark.integration
 
@@ -65,40 +64,15 @@ AVATAR_METADATA = "urn:xmpp:avatar:metadata"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
 CLIENT_NS = "jabber:client"
 
-Stanza = Any  # a slixmpp Message
-Match = Callable[[Stanza], bool]
 new_form: Any = Form  # slixmpp's data form, untyped
 
 
 # -- what a client gets ----------------------------------------------------------------------------
 
 
-class Events:
-    """The PEP notifications (messages with a pubsub#event) one client received, in arrival
-    order; tests take out what they expect and leave the rest."""
-
-    def __init__(self, client: Client) -> None:
-        self._stanzas: list[Stanza] = []
-        self._arrived = asyncio.Event()
-        client.register_handler(Callback("pep test events", MatchXPath(f"{{{CLIENT_NS}}}message"), self._put))
-
-    def _put(self, stanza: Stanza) -> None:
-        if stanza.xml.find(f"{{{EVENT_NS}}}event") is not None:
-            self._stanzas.append(stanza)
-            self._arrived.set()
-
-    async def take(self, match: Match) -> Stanza:
-        """The first notification `match` accepts, waiting for it; the others stay."""
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                for index, stanza in enumerate(self._stanzas):
-                    if match(stanza):
-                        return self._stanzas.pop(index)
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    def pending(self, match: Match) -> list[Stanza]:
-        return [stanza for stanza in self._stanzas if match(stanza)]
+def pep_inbox(client: Client) -> Inbox:
+    """The PEP notifications (messages with a pubsub#event) `client` receives."""
+    return Inbox(client, ("message",), lambda stanza: stanza.xml.find(f"{{{EVENT_NS}}}event") is not None)
 
 
 def event(sender: str, node: str, kind: str = "items", *, text: str | None = None) -> Match:
@@ -150,7 +124,7 @@ class Peer:
     """A client that is online, with the PEP events it received."""
 
     client: Client
-    events: Events
+    events: Inbox
 
     @property
     def bare(self) -> str:
@@ -196,7 +170,7 @@ async def online(xmpp: XmppServer, jid: str, *notify: str, plugins: tuple[str, .
     if "/" not in jid:
         jid = f"{jid}/{RESOURCE}"
     client = xmpp.client(jid, plugins=("xep_0060", "xep_0163", *plugins))
-    peer = Peer(client, Events(client))
+    peer = Peer(client, pep_inbox(client))
     peer.plugin("xep_0163").add_interest([NICK, *notify])
     prepare(client)
     started = client.wait_for("session_start")
