@@ -18,8 +18,8 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from xmppd.datetimes import parse_datetime, stamp
 from xmppd.jid import JID
-from xmppd.modules.mam import parse_datetime, stamp
 from xmppd.router import Template
 
 MUC_NS = "http://jabber.org/protocol/muc"

@@ -16,6 +16,7 @@ from lxml import etree
 from storage import ArchiveQuery, RosterItem, StorageError
 from storage.archive import datetime_ms
 from xmppd.archiving import archiving
+from xmppd.datetimes import parse_datetime, stamp
 from xmppd.modules import mam
 from xmppd.stanza import CLIENT_NS
 
@@ -675,14 +676,14 @@ async def test_no_retention_keeps_everything(h: Harness) -> None:
     ],
 )
 def test_parse_datetime(text: str, expected: datetime) -> None:
-    assert mam.parse_datetime(text) == expected
+    assert parse_datetime(text) == expected
 
 
 @pytest.mark.parametrize("text", ["2010-06-07", "2010-06-07T00:00:00", "2010-13-07T00:00:00Z", "yesterday"])
 def test_parse_datetime_refuses(text: str) -> None:
     with pytest.raises(ValueError):
-        mam.parse_datetime(text)
+        parse_datetime(text)
 
 
 def test_stamp() -> None:
-    assert mam.stamp(datetime_ms(datetime(2024, 2, 29, 23, 59, 59, 999000, tzinfo=UTC))) == "2024-02-29T23:59:59.999Z"
+    assert stamp(datetime_ms(datetime(2024, 2, 29, 23, 59, 59, 999000, tzinfo=UTC))) == "2024-02-29T23:59:59.999Z"

@@ -54,12 +54,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
@@ -69,6 +68,7 @@ from storage import ArchiveQuery, ArchiveRecord, ArchiveStore, StorageError
 from storage.archive import format_id, parse_id
 from storage.shapes import KEY_VALUE
 from xmppd.archiving import WRITE_ERRORS, WRITE_OPTIONS, archiving
+from xmppd.datetimes import parse_datetime, stamp
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
@@ -505,30 +505,7 @@ def _attr(value: str) -> str:
     return quoteattr(value, {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
 
 
-def stamp(ms: int) -> str:
-    """XEP-0082 DateTime in UTC with milliseconds."""
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 # -- parsing requests (no I/O) ----------------------------------------------------------------
-
-_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})")
-
-
-def parse_datetime(text: str) -> datetime:
-    """XEP-0082 DateTime (CCYY-MM-DDThh:mm:ss[.sss]TZD); ValueError for anything else."""
-    match = _DATETIME.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not an XEP-0082 DateTime: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, zone = match.group(7), match.group(8)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-    if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        moment -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    return moment
 
 
 @dataclass(slots=True)

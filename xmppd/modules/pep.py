@@ -71,13 +71,13 @@ from components.pubsub.node import Item, Limits, Node, NodeConfig
 from storage.shapes import KEY_VALUE
 from xmppd import events
 from xmppd.dataforms import DATA_NS
+from xmppd.datetimes import stamp
 from xmppd.elements import element, from_text, to_text
 from xmppd.errors import StanzaError
 from xmppd.events import SessionEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.caps import client_caps
-from xmppd.modules.mam import stamp
 
 if TYPE_CHECKING:
     from storage.model import RosterItem
