@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -304,6 +305,25 @@ async def test_bookmarks_stored_before_go_to_pep_at_login(h: Harness) -> None:
     # An account with nothing stored gets no node.
     bob = await h.connect(f"{BOB}/desk")
     assert error_condition(await items(bob, BOOKMARKS)) == "item-not-found"
+
+
+async def test_private_storage_is_looked_at_once_per_account_not_at_every_login(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    store_class = type(h.storage.open_store("private", KEY_VALUE))
+    original = store_class.get
+
+    async def counted(store: Any, host: str, username: str, key: str) -> object:
+        if store.name == "private" and key == f"{{{LEGACY_NS}}}storage":
+            reads.append(username)
+        return await original(store, host, username, key)
+
+    monkeypatch.setattr(store_class, "get", counted)
+    for resource in ("phone", "desk", "phone"):
+        client = await h.connect(f"{ALICE}/{resource}")
+        await client.disconnect()
+    assert reads == ["alice"]
 
 
 # -- the XEP-0048 PEP node (XEP-0411) -----------------------------------------------------------------

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -104,6 +105,7 @@ STORAGE = f"{{{LEGACY_NS}}}storage"  # also its key in private storage (private.
 LEGACY_CONFERENCE = f"{{{LEGACY_NS}}}conference"
 CONFERENCE = f"{{{NODE}}}conference"
 EXTENSIONS = f"{{{NODE}}}extensions"
+_LOOKED_AT = 100_000  # accounts remembered as looked at (Bookmarks._looked_at)
 PRIORITY = 1  # before the private module, which would store and answer `storage:bookmarks` itself
 TRUE = ("true", "1")  # xs:boolean
 WHITELIST: dict[str, object] = {ACCESS_MODEL: "whitelist"}  # the precondition on a node that exists
@@ -262,6 +264,10 @@ class Bookmarks:
             "pubsub#send_last_published_item": "never",
             ACCESS_MODEL: "whitelist",
         }
+        # Accounts whose private XML copy was looked at since the server started: a set through
+        # private storage is converted at once, so after one look nothing new can wait there, and
+        # later logins of the account need no storage read (bounded: the oldest are looked at again).
+        self._looked_at: OrderedDict[JID, None] = OrderedDict()
         # XEP-0048 (1.1+) with XEP-0223: private and persistent; one item, `current`.
         self.legacy_options: dict[str, object] = {**self.options, MAX_ITEMS: 1}
         # Each change reads the node, then publishes and retracts: one at a time per host (they
@@ -323,22 +329,25 @@ class Bookmarks:
     async def session_bound(self, ev: SessionEvent) -> None:
         """Rooms left in the private XML copy go to the node, unless it has them."""
         account = ev.session.bare
+        if account in self._looked_at:
+            self._looked_at.move_to_end(account)
+            return
         kept = await self._kept(account)
-        if kept is None:
-            return
-        rooms, rest = split(kept)
-        if not rooms:
-            return
-        async with self.changing:
-            node = await self.pep.node(account, NODE)
-            missing = {jid: bookmark for jid, bookmark in rooms.items() if node is None or jid not in node.items}
-            try:
-                await self._change(account, node, missing, gone=set())
-            except StanzaError as error:
-                self.log.warning("the bookmarks of %s stay in private storage: %s", account, error)
-                return
-            await self._keep(account, rest)
-            await self._mirror(account)
+        rooms, rest = split(kept) if kept is not None else ({}, element(STORAGE))
+        if rooms:
+            async with self.changing:
+                node = await self.pep.node(account, NODE)
+                missing = {jid: bookmark for jid, bookmark in rooms.items() if node is None or jid not in node.items}
+                try:
+                    await self._change(account, node, missing, gone=set())
+                except StanzaError as error:
+                    self.log.warning("the bookmarks of %s stay in private storage: %s", account, error)
+                    return  # looked at again at the next login
+                await self._keep(account, rest)
+                await self._mirror(account)
+        self._looked_at[account] = None
+        if len(self._looked_at) > _LOOKED_AT:
+            self._looked_at.popitem(last=False)
 
     # -- the XEP-0048 PEP node (XEP-0411) ----------------------------------------------------------
 
