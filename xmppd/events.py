@@ -56,6 +56,9 @@ VCARD_STORED = "vcard-stored"
 # account's PEP lock is released, so a handler may change the account's nodes in turn (XEP-0411
 # keeps `storage:bookmarks` and `urn:xmpp:bookmarks:1` in step this way).
 PEP_CHANGED = "pep-changed"
+# register.py, on the account's host (payload: AccountEvent): an account was deleted from storage
+# (XEP-0077 §3.2), before its sessions are closed; what a module keeps of it in memory goes too.
+ACCOUNT_DELETED = "account-deleted"
 
 
 def pre(kind: str, target: str) -> str:
@@ -151,6 +154,13 @@ class VCardEvent:
     owner: JID
     requester: JID
     vcard: etree._Element | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """`account-deleted`: the bare JID of the account."""
+
+    account: JID
 
 
 @dataclass(frozen=True, slots=True)

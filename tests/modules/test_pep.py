@@ -514,6 +514,25 @@ async def test_a_new_session_gets_the_last_items_it_asks_for(h: Harness) -> None
     assert events_of(bob) == []
 
 
+async def test_the_last_item_sent_follows_publications_and_configuration(h: Harness) -> None:
+    """The message sent for a last item is made once per item: every change shows at the next login."""
+    alice = await online(h, f"{ALICE}/phone")
+    await publish(alice, NICK, "Alice", "n1")
+    first = await online(h, f"{BOB}/one", NICK)
+    second = await online(h, f"{BOB}/two", NICK)
+    sent = [*first.take(headline), *second.take(headline)]
+    assert summary(sent) == [(ALICE, "items", f"{NICK} n1:Alice")] * 2
+    assert [message.get("to") for message in sent] == [f"{BOB}/one", f"{BOB}/two"]
+
+    await publish(alice, NICK, "Alice Liddell", "n2")
+    assert events_of(await online(h, f"{BOB}/three", NICK)) == [(ALICE, "items", f"{NICK} n2:Alice Liddell")]
+    form = config_form(deliver_payloads="false")
+    assert (await owner(alice, f"<configure node='{NICK}'>{form}</configure>")).get("type") == "result"
+    assert events_of(await online(h, f"{BOB}/four", NICK)) == [(ALICE, "items", f"{NICK} n2:None")]
+    await owner(alice, f"<purge node='{NICK}'/>")
+    assert events_of(await online(h, f"{BOB}/five", NICK)) == []
+
+
 async def test_a_roster_node_sends_its_last_item_to_the_groups_it_allows(h: Harness) -> None:
     alice = await online(h, f"{ALICE}/phone")
     await publish(alice, NICK, "Alice", "n1", publish_options(access_model="roster", roster_groups_allowed="Work"))
@@ -567,18 +586,20 @@ async def test_nodes_outlive_the_server(tmp_path: Path) -> None:
         assert item_ids(await items(alice, TUNE)) == []  # the node stays, its item was never stored
 
 
-async def test_deleting_an_account_deletes_its_nodes(h: Harness) -> None:
-    alice = await online(h, f"{ALICE}/phone")
-    await publish(alice, NICK, "Alice")
-    store = h.storage.open_store("pep", KEY_VALUE)
-    assert list(await store.all("localhost", "alice")) == [NICK]
+async def test_deleting_an_account_deletes_its_nodes(tmp_path: Path) -> None:
+    async with Harness.start(tmp_path, modules=(*MODULES, "register")) as h:
+        await h.account(ALICE)
+        alice = await online(h, f"{ALICE}/phone")
+        await publish(alice, NICK, "Alice")
+        store = h.storage.open_store("pep", KEY_VALUE)
+        assert list(await store.all("localhost", "alice")) == [NICK]
 
-    assert await h.storage.accounts.delete("localhost", "alice")
-    await alice.disconnect()
-    assert await store.all("localhost", "alice") == {}
-    await h.account(ALICE)  # a new account of that name starts with nothing
-    alice = await online(h, f"{ALICE}/phone")
-    assert error_condition(await items(alice, NICK)) == "item-not-found"
+        removal = await alice.ask("set", "<query xmlns='jabber:iq:register'><remove/></query>")  # XEP-0077 §3.2
+        assert removal.get("type") == "result"
+        assert await store.all("localhost", "alice") == {}
+        await h.account(ALICE)  # a new account of that name starts with nothing, in memory too
+        alice = await online(h, f"{ALICE}/phone")
+        assert error_condition(await items(alice, NICK)) == "item-not-found"
 
 
 # -- the service other modules use ------------------------------------------------------------------

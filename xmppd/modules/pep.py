@@ -6,13 +6,13 @@ Theory of operation
 -------------------
 Nodes. An account's nodes are `components.pubsub` nodes (configuration, items, affiliations; no
 I/O), stored in the "pep" KEY_VALUE store (key: the node's name, value: `Node.to_json()`), so
-deleting the account deletes them. `NodeCache` reads an account's nodes once and keeps them for
-the `cache_size` accounts used most recently: a login that is sent the last items of twenty
-contacts reads nothing when they are in memory. A change holds the account's lock from reading
-its nodes until the changed node is written and notified, so that notifications keep the order of
-the changes (two resources of an account publishing their OMEMO device lists at once); a change
-whose write fails drops the account from the cache (it is read again next time), so memory never
-holds what the database lacks.
+deleting the account deletes them (and `account-deleted` drops them from memory). `NodeCache` reads
+an account's nodes once and keeps them for the `cache_size` accounts used most recently: a login
+that is sent the last items of twenty contacts reads nothing when they are in memory. A change holds
+the account's lock from reading its nodes until the changed node is written and notified, so that
+notifications keep the order of the changes (two resources of an account publishing their OMEMO
+device lists at once); a change whose write fails drops the account from the cache (it is read again
+next time), so memory never holds what the database lacks.
 
 Requests (XEP-0060 as XEP-0163 §3 and §5 use it), to one's own bare JID: publish (a node that does
 not exist is created, with the publish-options as its configuration; on an existing node they are
@@ -33,7 +33,7 @@ The last published item (§4.3.3 item 2, §4.3.4): when a session's caps become 
 (`caps-known`, once per availability), it is sent the last item of each node it asked for, that
 says send_last_published_item = on_sub_and_presence and that it may access: its own account's,
 and those of the local contacts whose presence it receives (subscription to/both), with the time
-the item was published (XEP-0203).
+the item was published (XEP-0203). `LastItemMessages` makes that message once per item, for all.
 
 Changes fire `pep-changed` (events.PepChanged) on the account's host once stored and notified,
 outside the account's lock: what another module mirrors (XEP-0411 bookmarks) follows every change,
@@ -78,6 +78,7 @@ from xmppd.events import SessionEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.caps import client_caps
+from xmppd.router import Template, template
 
 if TYPE_CHECKING:
     from storage.model import RosterItem
@@ -150,7 +151,7 @@ def setup(mod: ModuleAPI) -> None:
     mod.on_iq("get", OWNER_NS, "pubsub", requests.owner_get, targets=targets)
     mod.on_iq("set", OWNER_NS, "pubsub", requests.owner_set, targets=targets)
     mod.on(events.CAPS_KNOWN, pep.caps_known)
-    mod.on(events.SESSION_ENDED, pep.session_ended)
+    mod.on(events.ACCOUNT_DELETED, pep.account_deleted)
 
 
 def pep_service(mod: ModuleAPI) -> Pep:
@@ -255,6 +256,33 @@ class NodeCache:
         return nodes
 
 
+class LastItemMessages:
+    """The message that sends a node's last item to a resource coming online (§4.3.4), made and
+    serialised once per item and kept for the `capacity` nodes sent most recently: a login is
+    sent the last items of all its contacts, and each is the same stanza for every recipient but
+    for the `to`, so all logins share one, id included (one item, one notification). An entry
+    holds while its node's newest item and configuration are the very objects it was made from:
+    a publish, retraction, purge or reconfiguration replaces them, and the next login makes it
+    again."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._messages: OrderedDict[tuple[JID, str], tuple[Item, NodeConfig, Stanza, Template]] = OrderedDict()
+
+    def message(self, owner: JID, node: Node, item: Item) -> tuple[Stanza, Template]:
+        key = (owner, node.name)
+        entry = self._messages.get(key)
+        if entry is not None and entry[0] is item and entry[1] is node.config:
+            self._messages.move_to_end(key)
+        else:
+            message = notification(owner, items_event(node, item))
+            element(f"{{{DELAY_NS}}}delay", {"stamp": stamp(round(item.published * 1000))}, parent=message.element)
+            entry = self._messages[key] = (item, node.config, message, template(message.element))
+            while len(self._messages) > self.capacity:
+                self._messages.popitem(last=False)
+        return entry[2], entry[3]
+
+
 # -- the service --------------------------------------------------------------------------------
 
 
@@ -270,6 +298,7 @@ class Pep:
         self.caps = client_caps(mod)
         self.limits = Limits(options["max_items"], options["max_item_size"], options["max_nodes"])
         self.nodes = NodeCache(mod.open_store(STORE, KEY_VALUE), options["cache_size"])
+        self.last_items = LastItemMessages(options["cache_size"])
         self.hosts: dict[str, ModuleAPI] = {}  # by host name: where `pep-changed` fires (pep_service)
 
     async def node(self, account: JID, name: str) -> Node | None:
@@ -448,9 +477,8 @@ class Pep:
             seen = relation if relation is not None else await self._as_subscriber(owner, session.bare, node)
             if not may_access(node, str(session.bare), seen):
                 continue
-            message = notification(owner, items_event(node, last[0]))
-            element(f"{{{DELAY_NS}}}delay", {"stamp": stamp(round(last[0].published * 1000))}, parent=message.element)
-            await self.mod.send_copies(message, [session.jid])
+            message, serialised = self.last_items.message(owner, node, last[0])
+            await self.mod.send_copies(message, [session.jid], serialised)
 
     async def _as_subscriber(self, owner: JID, subscriber: JID, node: Node) -> Relation:
         """The relation of an account whose roster says it receives the owner's presence. RFC
@@ -463,15 +491,10 @@ class Pep:
 
     # -- deleted accounts -----------------------------------------------------------------------
 
-    async def session_ended(self, ev: SessionEvent) -> None:
-        """When an account's last session ends because the account was deleted (its nodes went
-        with it in storage), its nodes leave memory too: an account made again with that name
-        starts with none."""
-        account = ev.session.bare
-        if self.sessions.resources(account) or not self.nodes.cached(account):
-            return
-        if not await self.mod.account_exists(account):
-            self.nodes.forget(account)
+    async def account_deleted(self, ev: events.AccountEvent) -> None:
+        """The account's nodes went with it in storage; they leave memory too, so that an account
+        made again with that name starts with none."""
+        self.nodes.forget(ev.account)
 
 
 def contact_relation(item: RosterItem) -> Relation:
