@@ -56,6 +56,10 @@ VCARD_STORED = "vcard-stored"
 # account's PEP lock is released, so a handler may change the account's nodes in turn (XEP-0411
 # keeps `storage:bookmarks` and `urn:xmpp:bookmarks:1` in step this way).
 PEP_CHANGED = "pep-changed"
+# smacks.py, on the session's host (payload: DetachedStanzaEvent): a stanza was kept for a detached
+# (hibernating) stream-managed session, to be sent if it resumes; push (XEP-0357) wakes the device.
+# Fired from a task of its own, after the stanza was queued.
+DETACHED_STANZA = "detached-stanza"
 # register.py, on the account's host (payload: AccountEvent): an account was deleted from storage
 # (XEP-0077 §3.2), before its sessions are closed; what a module keeps of it in memory goes too.
 ACCOUNT_DELETED = "account-deleted"
@@ -154,6 +158,17 @@ class VCardEvent:
     owner: JID
     requester: JID
     vcard: etree._Element | None
+
+
+@dataclass(frozen=True, slots=True)
+class DetachedStanzaEvent:
+    """`detached-stanza`: `session` is detached and kept `data`, one stanza as serialised for it
+    (its `to` is the session's full JID); `stanza` is its element when there is one (read it,
+    never change it: it may be shared by many copies, without their `to`)."""
+
+    session: Session
+    stanza: etree._Element | None
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Output. `send()` is synchronous: it serialises a stanza once and hands the element and its bytes
 to `session.output`, one stanza per call. The innermost output is the session's `Link` to the
 transport it is attached to (a TCP stream, a WebSocket, a cluster link to another node); a module
-wraps the output to count, hold or replay stanzas (stream management, CSI) with `wrap_output`.
+wraps the output to count, hold or replay stanzas (stream management, CSI) with `wrap_output`
+(a `Wrapper` around the output it is given; stream management's goes innermost).
 Non-stanza elements (stream management's `<a/>`) go to `session.link.transport` directly, uncounted.
 
 Lifecycle. A session is attached to a transport when bound. When the transport goes away, the
@@ -18,7 +19,7 @@ session registry (sessions.py), which a cluster keeps in a shared table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from lxml import etree
 
@@ -48,6 +49,25 @@ class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def close(self, error: StreamError | None = None) -> None: ...
+
+
+class Wrapper:
+    """An output around another, `inner` (stream management counts and keeps, CSI holds): by
+    default it passes everything on."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Output) -> None:
+        self.inner = inner
+
+    def send(self, stanza: etree._Element | None, data: bytes) -> None:
+        self.inner.send(stanza, data)
+
+    def close(self, error: StreamError | None = None) -> None:
+        self.inner.close(error)
+
+
+W = TypeVar("W", bound=Wrapper)
 
 
 class Link:
@@ -80,6 +100,7 @@ class Session:
         "output",
         "presence",
         "priority",
+        "received",
     )
 
     def __init__(self, host: Host, jid: JID, transport: Sink | None, address: str = "") -> None:
@@ -98,6 +119,9 @@ class Session:
         # RFC 6121 §4.6: JIDs this resource sent directed presence to.
         self.directed: set[JID] = set()
         self.closed = False
+        # Stanzas the client sent that were handled (routed), counted by the stream driver for
+        # stream management's `h` (XEP-0198 §4); it carries over to a resumed stream.
+        self.received = 0
 
     @property
     def available(self) -> bool:
@@ -131,9 +155,33 @@ class Session:
         """Close the stream the session is attached to (with a stream error)."""
         self.output.close(error)
 
-    def wrap_output(self, wrap: Callable[[Output], Output]) -> None:
-        """Put a wrapper around the output (stream management counts, CSI holds)."""
-        self.output = wrap(self.output)
+    def wrap_output(self, wrap: Callable[[Output], W], *, innermost: bool = False) -> W:
+        """Put the wrapper `wrap(inner)` around the output, outermost, or `innermost`: right
+        around the link, so that it sees exactly what reaches the transport, after whatever the
+        other wrappers hold back (stream management counts there, under CSI)."""
+        if not innermost or self.output is self.link:
+            wrapper = wrap(self.output)
+            self.output = wrapper
+            return wrapper
+        outer = self.output
+        while isinstance(outer, Wrapper) and outer.inner is not self.link:
+            outer = outer.inner
+        assert isinstance(outer, Wrapper), "every output but the link is a Wrapper"
+        wrapper = wrap(self.link)
+        outer.inner = wrapper
+        return wrapper
+
+    def unwrap_output(self, wrapper: Wrapper) -> None:
+        """Take a wrapper out of the chain (CSI once the client is active again)."""
+        if self.output is wrapper:
+            self.output = wrapper.inner
+            return
+        outer = self.output
+        while isinstance(outer, Wrapper):
+            if outer.inner is wrapper:
+                outer.inner = wrapper.inner
+                return
+            outer = outer.inner
 
     def attach(self, transport: Sink) -> None:
         self.link.transport = transport

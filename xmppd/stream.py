@@ -325,7 +325,9 @@ class C2SStream:
                     raise StreamError("invalid-xml", "unexpected stream event")
                 if session.closed or session.link.transport is not transport:
                     raise ConnectionResetError("the session was replaced or moved to another stream")
-                if not await process(session, event):
+                if await process(session, event):
+                    session.received += 1
+                else:
                     await self._stream_element(event)
                 share -= 1
                 if not share:

@@ -19,10 +19,9 @@ from lxml import etree
 
 from xmppd import events
 from xmppd.elements import element
-from xmppd.errors import StreamError
 from xmppd.jid import parse_jid
 from xmppd.router import template
-from xmppd.session import Output
+from xmppd.session import Wrapper
 from xmppd.stanza import CLIENT_NS, Stanza
 
 from .harness import Client, Harness, error_condition, presence
@@ -111,16 +110,10 @@ async def test_a_wrapped_output_sees_the_copies_through_its_wrapper(h: Harness) 
     carol = await h.connect(f"{CAROL}/pc")
     seen: list[tuple[etree._Element | None, bytes]] = []
 
-    class Spy:
-        def __init__(self, inner: Output) -> None:
-            self.inner = inner
-
+    class Spy(Wrapper):
         def send(self, stanza: etree._Element | None, data: bytes) -> None:
             seen.append((stanza, data))
             self.inner.send(stanza, data)
-
-        def close(self, error: StreamError | None = None) -> None:
-            self.inner.close(error)
 
     carol.session.wrap_output(Spy)
     await broadcast(alice, str(carol.jid))
