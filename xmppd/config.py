@@ -27,7 +27,7 @@ MUC_COMPONENT = "components.muc"
 DEFAULT_CONFERENCE = "conference"
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
-    "pep", "vcard", "private", "avatar_conversion", "bookmarks",
+    "pep", "vcard", "private", "avatar_conversion", "bookmarks", "smacks",
 )
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -433,6 +433,8 @@ def _module_option(reader: _Reader, key: str, option: Option) -> Any:
     if option.choices is not None:
         return reader.choice(key, option.default, option.choices)
     if option.minimum is not None:
+        if float in option.types:  # seconds and the like: 30 and 0.5 both read as numbers
+            return reader.number(key, option.default, option.minimum)
         return reader.integer(key, option.default, option.minimum)
     names = " or ".join(t.__name__ for t in option.types)
     value = reader.get(key, option.default, option.types, f"{names}: {option.doc}")

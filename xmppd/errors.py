@@ -42,10 +42,12 @@ _DEFAULT_STANZA_ERROR_TYPES = {
 class StreamError(Exception):
     """A condition that ends the whole stream (RFC 6120 §4.9.3)."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, application: etree._Element | None = None) -> None:
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        # An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's handled-count-too-high.
+        self.application = application
         # What a parser had completed before it hit the error, to be handled before closing.
         self.partial: list[Any] = []
 
@@ -54,6 +56,8 @@ class StreamError(Exception):
         element(f"{{{STREAM_ERRORS_NS}}}{self.condition}", parent=error)
         if self.text:
             element(f"{{{STREAM_ERRORS_NS}}}text", parent=error).text = self.text
+        if self.application is not None:
+            error.append(self.application)
         return etree.tostring(error)
 
 

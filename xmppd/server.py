@@ -102,6 +102,8 @@ class Server:
         # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
         self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
+        # Set by stop(): from then on sessions end all together (see stop).
+        self.stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -154,6 +156,7 @@ class Server:
         """Close every stream with system-shutdown (RFC 6120 §4.9.3.17), end the sessions, let
         the work in flight finish, unload the modules, then close the storage. A peer that does
         not read its closing is cut off after STOP_GRACE seconds: it never holds the stop up."""
+        self.stopping = True
         for listener in self.listeners:
             listener.close()
         for host in self.hosts.values():
@@ -170,8 +173,14 @@ class Server:
                 _done, pending = await asyncio.wait(pending, timeout=STOP_GRACE)
             for task in pending:  # not seen here: aborting ends every read loop
                 task.cancel()
-        for session in self.sessions.all():
-            await self.session_ended(session, "server shutdown")
+        # Every session leaves the registry before any `session-ended` fires: what a handler hands
+        # on for an account (stream management's unacknowledged messages) then goes to offline
+        # storage, never to another resource whose stream is already closed.
+        ending = self.sessions.all()
+        for session in ending:
+            self.sessions.unbind(session)
+        for session in ending:
+            await self._ended(session, "server shutdown")
         if not await self.background.drain(patience=STOP_GRACE):
             log.warning("stopping with %d background tasks unfinished", len(self.background))
         for host in self.hosts.values():
@@ -268,8 +277,8 @@ class Server:
         """The stream of a bound session ended. A lost connection (`resumable`) may be claimed
         by a module through `session-detached` (stream management keeps the session for a
         resumption); otherwise, or unclaimed, the session ends."""
-        if self.sessions.get(session.jid) is not session:
-            return  # replaced or ended already
+        if self.sessions.get(session.jid) is not session or self.stopping:
+            return  # replaced or ended already, or to be ended by stop() with all the others
         if resumable and await session.host.hooks.fire(events.SESSION_DETACHED, SessionEvent(session, reason)):
             session.detach()
             log.info("detached %s: %s", session.jid, reason)

@@ -50,6 +50,10 @@ class Sink(Protocol):
 
     def close(self, error: StreamError | None = None) -> None: ...
 
+    def abort(self) -> None:
+        """Cut the connection now, without a closing tag: as for a lost connection, the session
+        may be kept for a resumption (a peer that stopped answering)."""
+
 
 class Wrapper:
     """An output around another, `inner` (stream management counts and keeps, CSI holds): by
@@ -154,6 +158,11 @@ class Session:
     def close(self, error: StreamError | None = None) -> None:
         """Close the stream the session is attached to (with a stream error)."""
         self.output.close(error)
+
+    def abort(self) -> None:
+        """Cut the connection of the stream the session is attached to (Sink.abort)."""
+        if self.link.transport is not None:
+            self.link.transport.abort()
 
     def wrap_output(self, wrap: Callable[[Output], W], *, innermost: bool = False) -> W:
         """Put the wrapper `wrap(inner)` around the output, outermost, or `innermost`: right

@@ -54,6 +54,9 @@ class Recorder:
         self.error = error
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
 
 def parse(xml: str) -> etree._Element:
     """A stanza in jabber:client, written without the namespace for brevity."""
@@ -77,7 +80,9 @@ class Client:
         return self.session.jid
 
     async def send(self, xml: str) -> None:
-        await self.harness.server.router.process(self.session, parse(xml))
+        """As the stream driver would: the stanza to the router, counted as handled."""
+        if await self.harness.server.router.process(self.session, parse(xml)):
+            self.session.received += 1
         await self.harness.settle()
 
     async def ask(self, type_: str, payload: str, to: str | None = None) -> etree._Element:

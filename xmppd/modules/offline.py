@@ -121,8 +121,12 @@ def standalone_chat_state(msg: etree._Element) -> bool:
 
 
 def stamped(msg: etree._Element, host: str, now: datetime) -> etree._Element:
-    """A copy of `msg` with the XEP-0203 delay that says where and since when it waited."""
+    """A copy of `msg` with the XEP-0203 delay that says where and since when it waited. One that
+    waited here already (stream management hands on what a lost session never acknowledged,
+    stamped when it first came) keeps that stamp."""
     copied = copy.deepcopy(msg)
+    if any(delay.get("from") == host for delay in copied.iterchildren(f"{{{DELAY_NS}}}delay")):
+        return copied
     stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     delay = element(f"{{{DELAY_NS}}}delay", {"from": host, "stamp": stamp}, parent=copied)
     delay.text = "Offline Storage"
