@@ -27,7 +27,7 @@ MUC_COMPONENT = "components.muc"
 DEFAULT_CONFERENCE = "conference"
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
-    "pep", "vcard", "private", "avatar_conversion", "bookmarks", "smacks", "csi",
+    "pep", "vcard", "private", "avatar_conversion", "bookmarks", "smacks", "csi", "push",
 )
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")

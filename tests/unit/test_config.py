@@ -105,7 +105,7 @@ def test_shipped_config_states_every_core_option() -> None:
 @pytest.mark.parametrize(
     "module",
     ["register", "version", "contact_addresses", "offline", "blocking", "caps", "pep", "vcard", "private",
-     "smacks", "csi", "components.muc"],
+     "smacks", "csi", "push", "components.muc"],
 )
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
