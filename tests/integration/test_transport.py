@@ -121,8 +121,8 @@ async def test_an_unclaimed_top_level_element_closes_the_stream_and_ends_the_ses
         await client.login("alice", PASSWORD)  # STARTTLS over a real TLS connection, SASL, bind
         assert client.writer.get_extra_info("ssl_object") is not None
         assert xmpp.server.sessions.get(jid) is not None
-        # Stream management's <r/>: no module of the default set claims it.
-        await client.send("<r xmlns='urn:xmpp:sm:3'/>")
+        # A top-level element of a namespace no module claims.
+        await client.send("<nudge xmlns='urn:example:unknown'/>")
         data = await client.closed()
         assert b"<stream:error" in data and b"unsupported-stanza-type" in data
         assert data.endswith(CLOSE_TAG)
