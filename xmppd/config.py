@@ -47,6 +47,7 @@ class Certificate:
 
 
 ALL_INTERFACES = ("0.0.0.0", "::")
+LOOPBACK_INTERFACES = ("127.0.0.1",)
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/xmppd"
 
 
@@ -76,6 +77,20 @@ class C2SConfig:
     byte_rate: int = 512 * 1024
     byte_burst: int = 2 * 1024 * 1024
     max_throttled_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    """The HTTP side (xmppd/http.py): plain HTTP on loopback by default (a reverse proxy in front,
+    or the admin's own machine), HTTPS on every interface with the c2s certificates (SNI)."""
+
+    interfaces: tuple[str, ...] = LOOPBACK_INTERFACES
+    port: int = 5280  # 0 turns plain HTTP off
+    tls_interfaces: tuple[str, ...] = ALL_INTERFACES
+    tls_port: int = 5281  # 0 turns HTTPS off
+    # How clients reach the HTTP side ("https://chat.example.org"), for the addresses the server
+    # hands out (host-meta, upload slots); empty: the scheme and Host of each request.
+    public_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +148,7 @@ class Config:
     module_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -250,6 +266,7 @@ def _build(raw: Mapping[str, Any], source: str) -> Config:
         ),
         c2s=_c2s(_Reader(source, top.table_("c2s"), "c2s")),
         tls=_tls(_Reader(source, top.table_("tls"), "tls"), hosts),
+        http=_http(_Reader(source, top.table_("http"), "http")),
         auth=_auth(_Reader(source, top.table_("auth"), "auth")),
         storage=_storage(_Reader(source, top.table_("storage"), "storage")),
     )
@@ -350,6 +367,21 @@ def _c2s(reader: _Reader) -> C2SConfig:
         byte_rate=reader.integer("byte_rate", 512 * 1024, 1024),
         byte_burst=reader.integer("byte_burst", 2 * 1024 * 1024, 1024, 2**40),
         max_throttled_seconds=reader.number("max_throttled_seconds", 10.0, 1.0),
+    )
+    reader.finish()
+    return config
+
+
+def _http(reader: _Reader) -> HTTPConfig:
+    public_url = reader.get("public_url", "", str, "an http:// or https:// URL, or \"\"").rstrip("/")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise ConfigError(reader.source, reader.key("public_url"), public_url, "an http:// or https:// URL, or \"\"")
+    config = HTTPConfig(
+        interfaces=reader.strings("interfaces", LOOPBACK_INTERFACES, "a list of IP addresses to listen on"),
+        port=reader.integer("port", 5280, 0, 65535),
+        tls_interfaces=reader.strings("tls_interfaces", ALL_INTERFACES, "a list of IP addresses to listen on"),
+        tls_port=reader.integer("tls_port", 5281, 0, 65535),
+        public_url=public_url,
     )
     reader.finish()
     return config

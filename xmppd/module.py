@@ -28,6 +28,7 @@ from xmppd.stanza import Stanza
 if TYPE_CHECKING:
     from storage import AccountStore
     from xmppd.config import Config
+    from xmppd.http import Handler as HttpHandler
     from xmppd.jid import JID
     from xmppd.rostercache import CachedRosters
     from xmppd.server import Server
@@ -140,6 +141,15 @@ class ModuleAPI:
 
     def add_extension(self, form: etree._Element) -> None:
         self._add(self.host.extensions, form)
+
+    def add_http_route(self, method: str, path: str, handler: HttpHandler) -> None:
+        """Serve `method` on `path` of the HTTP side (xmppd/http.py), on every host name: file
+        upload, the web chat. The first module to claim a route has it (a module loaded on
+        several hosts registers once). Routes are set when the server starts listening: one
+        added later is served once the server restarts."""
+        http = self._server.http
+        if http.add_route(method, path, handler):
+            self._undo.append(lambda: http.remove_route(method, path, handler))
 
     def add_stream_feature(self, provider: StreamFeature, *, before_auth: bool = False) -> None:
         self._add(self.host.pre_auth_features if before_auth else self.host.stream_features, provider)

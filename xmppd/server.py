@@ -22,6 +22,7 @@ from xmppd.config import Config
 from xmppd.errors import StreamError
 from xmppd.events import PreAuthEvent, SessionEvent
 from xmppd.host import Host, Item
+from xmppd.http import HttpService
 from xmppd.jid import JID
 from xmppd.module import ModuleAPI, load_module
 from xmppd.negotiation import Policy
@@ -102,6 +103,7 @@ class Server:
         # Objects modules share across hosts (caches, writers, locks): see ModuleAPI.shared.
         self.shared: dict[str, Any] = {}
         self._stopping = asyncio.Event()
+        self.http = HttpService(self)
         # Set by stop(): from then on sessions end all together (see stop).
         self.stopping = False
 
@@ -121,6 +123,7 @@ class Server:
         for host in self.hosts.values():
             await self.load_modules(host)
         await self._listen()
+        await self.http.start()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
 
     def _use_storage(self, storage: Storage) -> None:
@@ -159,6 +162,7 @@ class Server:
         self.stopping = True
         for listener in self.listeners:
             listener.close()
+        self.http.stop_accepting()
         for host in self.hosts.values():
             await host.hooks.fire(events.SERVER_STOPPING, host)
         shutdown = StreamError("system-shutdown", "the server is stopping")
@@ -173,6 +177,7 @@ class Server:
                 _done, pending = await asyncio.wait(pending, timeout=STOP_GRACE)
             for task in pending:  # not seen here: aborting ends every read loop
                 task.cancel()
+        await self.http.stop()  # after the streams it carries (WebSocket) were closed properly
         # Every session leaves the registry before any `session-ended` fires: what a handler hands
         # on for an account (stream management's unacknowledged messages) then goes to offline
         # storage, never to another resource whose stream is already closed.

@@ -22,6 +22,7 @@ from xmppd.config import Config
 
 log = logging.getLogger("xmppd.tls")
 ALPN_C2S = "xmpp-client"
+ALPN_HTTP = "http/1.1"  # aiohttp speaks HTTP/1.1 only
 # A TLS record is at most 16 KiB plus overhead (RFC 8446 §5.2): a buffer this size still reads
 # a whole record at a time.
 TLS_READ_BUFFER = 17 * 1024
@@ -86,13 +87,13 @@ def _covers(cert_file: Path, hosts: tuple[str, ...]) -> bool:
     return set(hosts) <= set(names.get_values_for_type(x509.DNSName))
 
 
-def _context(cert: Path, key: Path, min_version: str, alpn: bool) -> ssl.SSLContext:
+def _context(cert: Path, key: Path, min_version: str, alpn: tuple[str, ...]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     context.options |= ssl.OP_NO_COMPRESSION
     if alpn:
-        context.set_alpn_protocols([ALPN_C2S])
+        context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -104,14 +105,16 @@ class TLSContexts:
         fallback = self_signed(config.data_dir, missing or config.hosts) if missing else None
         self._by_host: dict[str, ssl.SSLContext] = {}
         self._direct_by_host: dict[str, ssl.SSLContext] = {}
+        self._https_by_host: dict[str, ssl.SSLContext] = {}
         for host in config.hosts:
             entry = config.tls.certificates.get(host)
             files = (entry.cert, entry.key) if entry else fallback
             assert files is not None
-            self._by_host[host] = _context(*files, config.tls.min_version, alpn=False)
-            self._direct_by_host[host] = _context(*files, config.tls.min_version, alpn=True)
+            self._by_host[host] = _context(*files, config.tls.min_version, alpn=())
+            self._direct_by_host[host] = _context(*files, config.tls.min_version, alpn=(ALPN_C2S,))
+            self._https_by_host[host] = _context(*files, config.tls.min_version, alpn=(ALPN_HTTP,))
         self.default_host = config.hosts[0]
-        for contexts in (self._by_host, self._direct_by_host):
+        for contexts in (self._by_host, self._direct_by_host, self._https_by_host):
             for context in contexts.values():
                 context.sni_callback = self._choose(contexts)
 
@@ -130,3 +133,7 @@ class TLSContexts:
 
     def direct(self) -> ssl.SSLContext:
         return self._direct_by_host[self.default_host]
+
+    def https(self) -> ssl.SSLContext:
+        """For the HTTP side (xmppd/http.py): the same certificates, ALPN http/1.1."""
+        return self._https_by_host[self.default_host]

@@ -48,6 +48,9 @@ direct_tls_port = {free_port()}
 max_stanza_size = 65536
 auth_timeout = 5
 {c2s_extra}
+[http]
+port = {free_port()}
+tls_port = {free_port()}
 [auth]
 max_failure_delay = 0.0
 {auth_extra}

@@ -16,6 +16,7 @@ from xmppd.config import (
     Certificate,
     Config,
     ConfigError,
+    HTTPConfig,
     StorageConfig,
     TLSConfig,
     load_config,
@@ -95,7 +96,7 @@ def test_shipped_config_states_every_core_option() -> None:
     """conf/xmppd.toml is "the complete, commented example": every option is in it."""
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     assert set(raw["server"]) == {"hosts", "data_dir", "log_level", "modules", "conference"}
-    for section, cls in (("c2s", C2SConfig), ("auth", AuthConfig), ("storage", StorageConfig)):
+    for section, cls in (("c2s", C2SConfig), ("http", HTTPConfig), ("auth", AuthConfig), ("storage", StorageConfig)):
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
     # The certificates table is shown commented out: it has no default entries to state.
     assert set(raw["tls"]) == {f.name for f in dataclasses.fields(TLSConfig)} - {"certificates"}
@@ -249,6 +250,9 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
         ("[c2s]\nauth_timeout = true\n", "c2s.auth_timeout", "True", "a number of at least 1.0"),
         ("[c2s]\nauth_timeout = '30'\n", "c2s.auth_timeout", "'30'", "a number of at least 1.0"),
         ("[c2s]\ninterfaces = '::'\n", "c2s.interfaces", "'::'", "a list of IP addresses"),
+        ("[http]\npublic_url = 'ftp://x'\n", "http.public_url", "'ftp://x'", "an http:// or https:// URL"),
+        ("[http]\ntls_port = 70000\n", "http.tls_port", "70000", "a whole number from 0 to 65535"),
+        ("[modules.smacks]\nack_timeout = 0.5\n", "modules.smacks.ack_timeout", "0.5", "a number of at least 1"),
         ("[server]\nhosts = 'example.org'\n", "server.hosts", "'example.org'", "a list of domain names"),
         ("[server]\nhosts = [1]\n", "server.hosts", "[1]", "a list of domain names"),
         ("[server]\nmodules = 'ping'\n", "server.modules", "'ping'", "a list of module names"),
