@@ -122,6 +122,15 @@ class HttpService:
 
         return dispatch
 
+    def url_for(self, host: str) -> str:
+        """The base URL the server hands out for `host` when no request says how it was reached."""
+        config = self.server.config.http
+        if config.public_url:
+            return config.public_url
+        if config.tls_port:
+            return f"https://{host}:{self.server.ports.get('https', config.tls_port)}"
+        return f"http://{config.interfaces[0]}:{self.server.ports.get('http', config.port)}"
+
     # -- XEP-0156 ---------------------------------------------------------------------------
     def base_url(self, request: web.Request, *, websocket: bool = False) -> str:
         """How the client that sent `request` reaches this server (public_url, or its own view)."""

@@ -8,6 +8,8 @@ registers through `mod` is recorded, so `unload()` undoes it without the module'
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import importlib
 import logging
 import secrets
@@ -189,6 +191,16 @@ class ModuleAPI:
     def config(self) -> Config:
         """The server's configuration (read-only); a module's own options are `options`."""
         return self._server.config
+
+    def secret_key(self, purpose: str) -> bytes:
+        """A key of this server for `purpose` (signing upload URLs, say), derived from the random
+        secret in the data directory: the same across restarts, different for each purpose."""
+        return hmac.new(self._server.secret, f"xmppd {purpose}".encode(), hashlib.sha256).digest()
+
+    def http_url(self, host: str) -> str:
+        """How clients reach the HTTP side for `host`: `[http] public_url`, else HTTPS on the
+        host name and `tls_port` (plain HTTP on loopback when HTTPS is off)."""
+        return self._server.http.url_for(host)
 
     def shared(self, name: str, make: Callable[[], T]) -> T:
         """One object for every host of this server (a cache, a batching writer), made by
