@@ -97,6 +97,11 @@ class KeyValueStore(Protocol):
         """Store the value; None deletes the key."""
         ...
 
+    async def set_many(self, entries: Sequence[tuple[str, str, str, str, Any | None]]) -> None:
+        """`set` for each (host, username, store, key, value), in order, in one transaction: all
+        or none (a value that cannot be stored refuses the whole batch before anything is written)."""
+        ...
+
     async def all(self, host: str, username: str, store: str) -> dict[str, Any]: ...
 
 
@@ -279,6 +284,9 @@ class KeyValueNamespace:
 
     async def set(self, host: str, username: str, key: str, value: Any | None) -> None:
         await self._kv.set(host, username, self._name, key, value)
+
+    async def set_many(self, entries: Sequence[tuple[str, str, str, Any | None]]) -> None:
+        await self._kv.set_many([(host, username, self._name, key, value) for host, username, key, value in entries])
 
     async def all(self, host: str, username: str) -> dict[str, Any]:
         return await self._kv.all(host, username, self._name)

@@ -8,8 +8,9 @@ and its refusals, and the KeyValueStore and MapStore interfaces. An engine suppl
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,8 +24,10 @@ __all__ = [
     "DocumentTable",
     "JsonKeyValue",
     "JsonMaps",
+    "Write",
     "decode_json",
     "encode_json",
+    "write_groups",
 ]
 
 
@@ -41,6 +44,19 @@ def encode_json(value: Any) -> str:
 
 def decode_json(text: str) -> Any:
     return json.loads(text)
+
+
+Write = tuple[Sequence[str], str, str | None]  # scope, key, JSON text (None: delete)
+
+
+def write_groups(writes: Sequence[Write]) -> Iterator[tuple[bool, list[tuple[str, ...]]]]:
+    """`writes` as runs of one kind, in order: (is_delete, statement arguments), so that an engine
+    runs each run as one executemany and a later write of a key still wins over an earlier one."""
+    for is_delete, run in itertools.groupby(writes, key=lambda write: write[2] is None):
+        if is_delete:
+            yield True, [(*scope, key) for scope, key, _text in run]
+        else:
+            yield False, [(*scope, key, text) for scope, key, text in run if text is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +109,10 @@ class DocumentRows(Protocol):
 
     async def delete(self, scope: Sequence[str], key: str) -> None: ...
 
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """Upserts and deletes (text None) in one transaction, in their order."""
+        ...
+
     async def all(self, scope: Sequence[str]) -> list[tuple[str, str]]:
         """(key, text) pairs, keys in code point order."""
         ...
@@ -118,6 +138,12 @@ class _Documents:
         else:
             await self._rows.upsert(scope, key, encode_json(value))  # refused before anything is written
 
+    async def _set_many(self, entries: Sequence[tuple[Sequence[str], str, Any | None]]) -> None:
+        # Every value is encoded (and refused) before anything is written.
+        writes = [(scope, key, None if value is None else encode_json(value)) for scope, key, value in entries]
+        if writes:
+            await self._rows.write_many(writes)
+
     async def _all(self, scope: Sequence[str]) -> dict[str, Any]:
         return {key: decode_json(text) for key, text in await self._rows.all(scope)}
 
@@ -132,6 +158,9 @@ class JsonKeyValue(_Documents):
 
     async def set(self, host: str, username: str, store: str, key: str, value: Any | None) -> None:
         await self._set((host, username, store), key, value)
+
+    async def set_many(self, entries: Sequence[tuple[str, str, str, str, Any | None]]) -> None:
+        await self._set_many([((host, username, store), key, value) for host, username, store, key, value in entries])
 
     async def all(self, host: str, username: str, store: str) -> dict[str, Any]:
         return await self._all((host, username, store))

@@ -36,6 +36,7 @@ the one of the store it returns; another name is refused rather than silently sh
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 __all__ = ["ARCHIVE", "KEY_VALUE", "MAP", "QUEUE", "KeyValue", "Map", "Shape"]
@@ -68,6 +69,11 @@ class KeyValue(Protocol):
 
     async def set(self, host: str, username: str, key: str, value: Any | None) -> None:
         """Store the value; None deletes the key (deleting a missing key is fine)."""
+        ...
+
+    async def set_many(self, entries: Sequence[tuple[str, str, str, Any | None]]) -> None:
+        """`set` for each (host, username, key, value), in order, in one transaction (all or
+        none): what a group commit (xmppd/batching.py) of many accounts' changes writes."""
         ...
 
     async def all(self, host: str, username: str) -> dict[str, Any]:

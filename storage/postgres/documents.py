@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from storage.documents import DocumentTable
+from storage.documents import DocumentTable, Write, write_groups
 from storage.postgres.connection import Pool
 from storage.rows import numbered
 
@@ -27,6 +27,11 @@ class PostgresDocuments:
     async def delete(self, scope: Sequence[str], key: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(self._sql.delete, *scope, key)
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            for is_delete, rows in write_groups(writes):
+                await conn.executemany(self._sql.delete if is_delete else self._sql.upsert, rows)
 
     async def all(self, scope: Sequence[str]) -> list[tuple[str, str]]:
         async with self._pool.connection() as conn:

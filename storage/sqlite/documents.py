@@ -1,14 +1,15 @@
 """The JSON document tables (kv, maps) on SQLite: storage.documents.DocumentRows, run in the
-connection's thread. Each statement is one implicit transaction of its own."""
+connection's thread. Each statement is one implicit transaction of its own; `write_many` is one
+explicit transaction."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
 
-from storage.documents import DocumentTable
+from storage.documents import DocumentTable, Write, write_groups
 from storage.rows import qmark
-from storage.sqlite.connection import Connection
+from storage.sqlite.connection import Connection, transaction
 
 
 class SqliteDocuments:
@@ -40,6 +41,17 @@ class SqliteDocuments:
             db.execute(sql, args)
 
         await self._conn.run(delete)
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        groups = list(write_groups(writes))
+        upsert, delete = self._sql.upsert, self._sql.delete
+
+        def write(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                for is_delete, rows in groups:
+                    db.executemany(delete if is_delete else upsert, rows)
+
+        await self._conn.run(write)
 
     async def all(self, scope: Sequence[str]) -> list[tuple[str, str]]:
         sql, args = self._sql.all, tuple(scope)

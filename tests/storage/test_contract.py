@@ -406,6 +406,27 @@ async def test_kv_values_come_back_as_json(storage: Storage) -> None:
     assert list(got) == ["z", "a", "m"] and list(got["m"]) == ["y", "b"]
 
 
+async def test_kv_set_many_writes_in_order_in_one_go(storage: Storage) -> None:
+    await storage.kv.set(HOST, "carol", "pep", "gone", "before")
+    await storage.kv.set_many([
+        (HOST, "alice", "pep", "a", 1),
+        (HOST, "bob", "pep", "a", {"bob": True}),
+        (HOST, "alice", "pep", "a", 2),  # a later write of a key wins
+        (HOST, "carol", "pep", "gone", None),  # deletes mix with upserts, in order
+        (HOST, "alice", "pep", "b", None),
+        (HOST, "alice", "pep", "b", "back"),
+    ])
+    assert await storage.kv.all(HOST, "alice", "pep") == {"a": 2, "b": "back"}
+    assert await storage.kv.all(HOST, "bob", "pep") == {"a": {"bob": True}}
+    assert await storage.kv.all(HOST, "carol", "pep") == {}
+    await storage.kv.set_many([])  # nothing to write is fine
+
+    # All or nothing: one value that cannot be stored refuses the batch before anything is written.
+    with pytest.raises(ValueError):
+        await storage.kv.set_many([(HOST, "dave", "pep", "ok", 1), (HOST, "dave", "pep", "bad", math.nan)])
+    assert await storage.kv.all(HOST, "dave", "pep") == {}
+
+
 # What JSON (or the database's text) cannot hold, and the error it is refused with.
 REFUSED: list[tuple[Any, type[Exception]]] = [
     (math.nan, ValueError),

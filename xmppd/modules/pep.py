@@ -51,10 +51,10 @@ import asyncio
 import secrets
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -70,6 +70,7 @@ from components.pubsub.forms import (
 from components.pubsub.node import Item, Limits, Node, NodeConfig
 from storage.shapes import KEY_VALUE
 from xmppd import events
+from xmppd.batching import BatchWriter
 from xmppd.dataforms import DATA_NS
 from xmppd.datetimes import stamp
 from xmppd.elements import element, from_text, to_text
@@ -79,6 +80,9 @@ from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.caps import client_caps
 from xmppd.router import Template, template
+
+NodeWrite = tuple[str, str, str, Any]  # host, username, node name, Node.to_json() (None: deleted)
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 if TYPE_CHECKING:
     from storage.model import RosterItem
@@ -194,8 +198,11 @@ class NodeCache:
     """Every account's nodes by name, read from storage once and kept for the `capacity` accounts
     used most recently (see the module docstring)."""
 
-    def __init__(self, store: KeyValue, capacity: int) -> None:
+    def __init__(self, store: KeyValue, capacity: int, spawn: Spawn | None = None) -> None:
         self._kv = store
+        # Group commit: the nodes that concurrent publishes change (every login publishes its
+        # device list) are written together, one transaction for all (xmppd/batching.py).
+        self._writes: BatchWriter[NodeWrite] = BatchWriter(store.set_many, spawn=spawn)
         self.capacity = capacity
         self._accounts: OrderedDict[JID, dict[str, Node]] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -231,10 +238,10 @@ class NodeCache:
                 raise
 
     async def save(self, account: JID, node: Node) -> None:
-        await self._kv.set(account.domain, _local(account), node.name, node.to_json())
+        await self._writes.write((account.domain, _local(account), node.name, node.to_json()))
 
     async def drop(self, account: JID, name: str) -> None:
-        await self._kv.set(account.domain, _local(account), name, None)
+        await self._writes.write((account.domain, _local(account), name, None))
 
     def forget(self, account: JID) -> None:
         self._accounts.pop(account, None)
@@ -297,7 +304,7 @@ class Pep:
         self.rosters = mod.rosters
         self.caps = client_caps(mod)
         self.limits = Limits(options["max_items"], options["max_item_size"], options["max_nodes"])
-        self.nodes = NodeCache(mod.open_store(STORE, KEY_VALUE), options["cache_size"])
+        self.nodes = NodeCache(mod.open_store(STORE, KEY_VALUE), options["cache_size"], mod.spawn)
         self.last_items = LastItemMessages(options["cache_size"])
         self.hosts: dict[str, ModuleAPI] = {}  # by host name: where `pep-changed` fires (pep_service)
 
