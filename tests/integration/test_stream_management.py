@@ -37,11 +37,11 @@ async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
         yield running
 
 
-async def managed_login(xmpp: XmppServer, jid: str) -> Client:
-    client = xmpp.client(jid, plugins=("xep_0198",))
+async def managed_login(xmpp: XmppServer, jid: str, *, direct_tls: bool = False) -> Client:
+    client = xmpp.client(jid, plugins=("xep_0198",), direct_tls=direct_tls)
     enabled = client.wait_for("sm_enabled")
     started = client.wait_for("session_start")
-    client.connect("127.0.0.1", xmpp.port)
+    client.connect("127.0.0.1", xmpp.direct_tls_port if direct_tls else xmpp.port)
     await asyncio.wait_for(enabled, TIMEOUT)
     await asyncio.wait_for(started, TIMEOUT)
     return client
@@ -82,8 +82,9 @@ async def test_acknowledgements_both_ways(xmpp: XmppServer) -> None:
     assert alice.is_connected()
 
 
-async def test_a_cut_connection_is_resumed_with_nothing_lost_or_twice(xmpp: XmppServer) -> None:
-    alice = await managed_login(xmpp, ALICE)
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
+async def test_a_cut_connection_is_resumed_with_nothing_lost_or_twice(xmpp: XmppServer, direct_tls: bool) -> None:
+    alice = await managed_login(xmpp, ALICE, direct_tls=direct_tls)
     bob = await xmpp.login(BOB, plugins=("xep_0030",))
     full = alice.boundjid.full
     for n in range(3):
@@ -102,7 +103,7 @@ async def test_a_cut_connection_is_resumed_with_nothing_lost_or_twice(xmpp: Xmpp
     await bob.plugin["xep_0030"].get_info(jid="localhost", timeout=TIMEOUT)  # bob's messages were routed
 
     resumed = alice.wait_for("session_resumed")
-    alice.connect("127.0.0.1", xmpp.port)
+    alice.connect("127.0.0.1", xmpp.direct_tls_port if direct_tls else xmpp.port)
     await asyncio.wait_for(resumed, TIMEOUT)
     assert await bodies(alice, 3) == ["3", "4", "5"]
     bob.send_message(mto=full, mbody="after", mtype="chat")
@@ -137,6 +138,21 @@ async def test_a_bogus_resumption_fails_and_the_client_binds(xmpp: XmppServer) -
     await raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     assert b"<jid>alice@localhost/" in await raw.expect(b"</iq>")
     raw.close()
+
+
+async def test_an_impossible_ack_ends_that_stream_only(xmpp: XmppServer) -> None:
+    bob = await xmpp.login(BOB)
+    raw = await RawClient.connect(xmpp.port)
+    await raw.login("alice", PASSWORD, resource="raw")
+    await raw.send(f"<enable xmlns='{SM}'/>")
+    await raw.expect(b"<enabled")
+    await raw.send(f"<a xmlns='{SM}' h='9'/>")  # nothing was sent to it yet
+    closing = await raw.closed()
+    assert b"<undefined-condition" in closing and b"<handled-count-too-high" in closing  # XEP-0198 §5
+    raw.close()
+    other = await xmpp.login(ALICE)
+    bob.send_message(mto=other.boundjid.full, mbody="fine", mtype="chat")
+    assert await bodies(other, 1) == ["fine"]  # nobody else noticed
 
 
 async def test_offline_messages_survive_a_reset_at_the_first_one(xmpp: XmppServer) -> None:
