@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -50,6 +49,7 @@ from xmppd import events
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.roster import addressed, send_available_presence
 from xmppd.stanza import CLIENT_NS
@@ -100,31 +100,24 @@ class Blocklists:
 
     def __init__(self, store: KeyValue, capacity: int) -> None:
         self._kv = store
-        self._lists: OrderedDict[JID, Blocklist] = OrderedDict()
-        self.capacity = capacity
+        self._lists: LRU[JID, Blocklist] = LRU(capacity)
         # Changes are rare: one lock for the whole server keeps read-modify-write simple.
         self.changing = asyncio.Lock()
 
     async def get(self, account: JID) -> Blocklist:
         cached = self._lists.get(account)
         if cached is not None:
-            self._lists.move_to_end(account)
             return cached
         assert account.local is not None
         stored = await self._kv.get(account.domain, account.local, KV_KEY)
         loaded = Blocklist(tuple(stored)) if stored else EMPTY
         # A change that landed while we read is newer than what we read: keep it.
-        current = self._lists.setdefault(account, loaded)
-        self._trim()
-        return current
+        return self._lists.setdefault(account, loaded)
 
     def cached(self, account: JID) -> Blocklist | None:
         """The list if it is in memory (None: `get` must load it), without a coroutine: this is
         asked once per recipient of a fan-out."""
-        cached = self._lists.get(account)
-        if cached is not None:
-            self._lists.move_to_end(account)
-        return cached
+        return self._lists.get(account)
 
     async def save(self, account: JID, blocklist: Blocklist) -> None:
         """Store a changed list; `remember` it afterwards (the cache never holds what the
@@ -133,13 +126,7 @@ class Blocklists:
         await self._kv.set(account.domain, account.local, KV_KEY, list(blocklist.items) or None)
 
     def remember(self, account: JID, blocklist: Blocklist) -> None:
-        self._lists[account] = blocklist
-        self._lists.move_to_end(account)
-        self._trim()
-
-    def _trim(self) -> None:
-        while len(self._lists) > self.capacity:
-            self._lists.popitem(last=False)
+        self._lists.put(account, blocklist)
 
 
 def blocklists(mod: ModuleAPI) -> Blocklists:

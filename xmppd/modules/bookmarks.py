@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -74,6 +73,7 @@ from xmppd import events
 from xmppd.elements import element, from_text, to_text
 from xmppd.errors import StanzaError
 from xmppd.jid import InvalidJID, parse_jid
+from xmppd.lru import LRU
 from xmppd.modules.caps import client_caps
 from xmppd.modules.pep import pep_service
 from xmppd.modules.private import KV_STORE as PRIVATE_STORE
@@ -267,7 +267,7 @@ class Bookmarks:
         # Accounts whose private XML copy was looked at since the server started: a set through
         # private storage is converted at once, so after one look nothing new can wait there, and
         # later logins of the account need no storage read (bounded: the oldest are looked at again).
-        self._looked_at: OrderedDict[JID, None] = OrderedDict()
+        self._looked_at: LRU[JID, bool] = LRU(_LOOKED_AT)  # a set: True for each
         # XEP-0048 (1.1+) with XEP-0223: private and persistent; one item, `current`.
         self.legacy_options: dict[str, object] = {**self.options, MAX_ITEMS: 1}
         # Each change reads the node, then publishes and retracts: one at a time per host (they
@@ -329,8 +329,7 @@ class Bookmarks:
     async def session_bound(self, ev: SessionEvent) -> None:
         """Rooms left in the private XML copy go to the node, unless it has them."""
         account = ev.session.bare
-        if account in self._looked_at:
-            self._looked_at.move_to_end(account)
+        if self._looked_at.get(account):  # marks it used
             return
         kept = await self._kept(account)
         rooms, rest = split(kept) if kept is not None else ({}, element(STORAGE))
@@ -345,9 +344,7 @@ class Bookmarks:
                     return  # looked at again at the next login
                 await self._keep(account, rest)
                 await self._mirror(account)
-        self._looked_at[account] = None
-        if len(self._looked_at) > _LOOKED_AT:
-            self._looked_at.popitem(last=False)
+        self._looked_at.put(account, True)
 
     # -- the XEP-0048 PEP node (XEP-0411) ----------------------------------------------------------
 

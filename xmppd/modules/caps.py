@@ -33,7 +33,7 @@ an update of its status only, so that PEP sends the last items once per availabi
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -44,6 +44,7 @@ from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.events import CAPS_KNOWN, AvailableEvent, SessionEvent  # CAPS_KNOWN: re-exported
 from xmppd.jid import JID
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza
 from xmppd.modules.disco import (
     CAPS_NODE,
@@ -116,8 +117,7 @@ class ClientCaps:
     """What the client sessions of the server can do (see the module docstring)."""
 
     def __init__(self, cache_size: int) -> None:
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._cache: LRU[str, frozenset[str]] = LRU(cache_size)
         self._sessions: dict[JID, _Announced] = {}
         # 'ver' being asked -> the sessions waiting for its answer; the first is asked.
         self._queries: dict[str, list[_Announced]] = {}
@@ -156,7 +156,7 @@ class ClientCaps:
         ver = announced.ver
         if ver is None:
             announced.features = _NO_FEATURES
-        elif (cached := self._cached(ver)) is not None:
+        elif (cached := self._cache.get(ver)) is not None:
             announced.features = cached
         else:
             self._wait(ver, announced)
@@ -194,7 +194,7 @@ class ClientCaps:
                 asked = waiting[0]
                 features = await self._ask(asked, ver)
                 if features is not None:
-                    self._remember(ver, features)
+                    self._cache.put(ver, features)
                     del self._queries[ver]  # the cache answers from now on
                     await self._settle(list(waiting), features)
                     return
@@ -226,19 +226,6 @@ class ClientCaps:
         if features is None:
             mod.log.debug("%s answered for caps %s with what does not hash to it", to, ver)
         return features
-
-    # -- the cache ----------------------------------------------------------------------------
-    def _cached(self, ver: str) -> frozenset[str] | None:
-        features = self._cache.get(ver)
-        if features is not None:
-            self._cache.move_to_end(ver)
-        return features
-
-    def _remember(self, ver: str, features: frozenset[str]) -> None:
-        self._cache[ver] = features
-        self._cache.move_to_end(ver)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
 
 
 def _announced_caps(presence: etree._Element) -> tuple[str | None, str]:

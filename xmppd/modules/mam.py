@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -72,6 +71,7 @@ from xmppd.datetimes import parse_datetime, stamp
 from xmppd.elements import element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.stanza import CLIENT_NS
 
@@ -236,7 +236,7 @@ class Archive:
         self.retention_days: int = options["retention_days"]
         self.cleanup_interval: int = options["cleanup_interval"]
         self.max_page: int = options["max_page_size"]
-        self._prefs: OrderedDict[str, Prefs] = OrderedDict()
+        self._prefs: LRU[str, Prefs] = LRU(_PREFS_CACHE)
 
     # -- archiving ------------------------------------------------------------------------------
 
@@ -311,20 +311,13 @@ class Archive:
         assert user.local is not None
         cached = self._prefs.get(user.local)
         if cached is not None:
-            self._prefs.move_to_end(user.local)
             return cached
         stored = await self.kv.get(user.domain, user.local, "prefs")
         prefs = Prefs(self.default_policy)
         if isinstance(stored, dict) and stored.get("default") in POLICIES:
             prefs = Prefs(stored["default"], tuple(stored.get("always", ())), tuple(stored.get("never", ())))
-        self._remember(user.local, prefs)
+        self._prefs.put(user.local, prefs)
         return prefs
-
-    def _remember(self, username: str, prefs: Prefs) -> None:
-        self._prefs[username] = prefs
-        self._prefs.move_to_end(username)
-        while len(self._prefs) > _PREFS_CACHE:
-            self._prefs.popitem(last=False)
 
     async def get_prefs(self, ev: StanzaEvent) -> bool:
         user = _owner(ev)
@@ -339,7 +332,7 @@ class Archive:
         except StanzaError as error:
             return ev.error(error.condition, error.text)
         await self.kv.set(user.domain, user.local, "prefs", prefs.to_json())
-        self._remember(user.local, prefs)
+        self._prefs.put(user.local, prefs)
         ev.respond(_prefs_reply(ev.stanza, prefs))
         return True
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,6 +76,7 @@ from xmppd.elements import element, from_text, to_text
 from xmppd.errors import StanzaError
 from xmppd.events import SessionEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.caps import client_caps
 from xmppd.router import Template, template
@@ -203,15 +203,11 @@ class NodeCache:
         # Group commit: the nodes that concurrent publishes change (every login publishes its
         # device list) are written together, one transaction for all (xmppd/batching.py).
         self._writes: BatchWriter[NodeWrite] = BatchWriter(store.set_many, spawn=spawn)
-        self.capacity = capacity
-        self._accounts: OrderedDict[JID, dict[str, Node]] = OrderedDict()
+        self._accounts: LRU[JID, dict[str, Node]] = LRU(capacity)
         self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def cached(self, account: JID) -> dict[str, Node] | None:
-        nodes = self._accounts.get(account)
-        if nodes is not None:
-            self._accounts.move_to_end(account)
-        return nodes
+        return self._accounts.get(account)
 
     async def nodes(self, account: JID) -> dict[str, Node]:
         """The account's nodes, to read: change them within `changing`."""
@@ -244,7 +240,7 @@ class NodeCache:
         await self._writes.write((account.domain, _local(account), name, None))
 
     def forget(self, account: JID) -> None:
-        self._accounts.pop(account, None)
+        self._accounts.pop(account)
 
     def _lock(self, account: JID) -> asyncio.Lock:
         lock = self._locks.get(account)
@@ -257,9 +253,8 @@ class NodeCache:
         nodes = self.cached(account)
         if nodes is None:
             stored = await self._kv.all(account.domain, _local(account))
-            nodes = self._accounts[account] = {name: Node.from_json(name, data) for name, data in stored.items()}
-            while len(self._accounts) > self.capacity:
-                self._accounts.popitem(last=False)
+            nodes = {name: Node.from_json(name, data) for name, data in stored.items()}
+            self._accounts.put(account, nodes)
         return nodes
 
 
@@ -273,20 +268,16 @@ class LastItemMessages:
     again."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._messages: OrderedDict[tuple[JID, str], tuple[Item, NodeConfig, Stanza, Template]] = OrderedDict()
+        self._messages: LRU[tuple[JID, str], tuple[Item, NodeConfig, Stanza, Template]] = LRU(capacity)
 
     def message(self, owner: JID, node: Node, item: Item) -> tuple[Stanza, Template]:
         key = (owner, node.name)
         entry = self._messages.get(key)
-        if entry is not None and entry[0] is item and entry[1] is node.config:
-            self._messages.move_to_end(key)
-        else:
+        if entry is None or entry[0] is not item or entry[1] is not node.config:
             message = notification(owner, items_event(node, item))
             element(f"{{{DELAY_NS}}}delay", {"stamp": stamp(round(item.published * 1000))}, parent=message.element)
-            entry = self._messages[key] = (item, node.config, message, template(message.element))
-            while len(self._messages) > self.capacity:
-                self._messages.popitem(last=False)
+            entry = (item, node.config, message, template(message.element))
+            self._messages.put(key, entry)
         return entry[2], entry[3]
 
 

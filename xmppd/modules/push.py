@@ -92,7 +92,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -107,6 +106,7 @@ from xmppd.elements import element, from_text, to_text
 from xmppd.errors import StanzaError
 from xmppd.events import AccountEvent, DetachedStanzaEvent, SessionEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.modules.offline import decide
 
@@ -366,8 +366,7 @@ class Registry:
 
     def __init__(self, store: KeyValue, capacity: int) -> None:
         self._kv = store
-        self._accounts: OrderedDict[JID, Devices] = OrderedDict()
-        self.capacity = capacity
+        self._accounts: LRU[JID, Devices] = LRU(capacity)
         # Changes are rare: one lock keeps each read-check-write whole.
         self.changing = asyncio.Lock()
         # Counts finished changes: a load that overlapped one may have read too early.
@@ -375,10 +374,7 @@ class Registry:
 
     def cached(self, account: JID) -> Devices | None:
         """The account's registrations if they are in memory (None: `get` must read them)."""
-        devices = self._accounts.get(account)
-        if devices is not None:
-            self._accounts.move_to_end(account)
-        return devices
+        return self._accounts.get(account)
 
     async def get(self, account: JID) -> Devices:
         devices = self.cached(account)
@@ -387,8 +383,8 @@ class Registry:
             loaded = await self._load(account)
             devices = self.cached(account)
             if devices is None and self._changes == before:
-                devices = self._accounts[account] = loaded
-                self._trim()
+                devices = loaded
+                self._accounts.put(account, devices)
         return devices
 
     async def _load(self, account: JID) -> Devices:
@@ -414,22 +410,18 @@ class Registry:
         self._changed(account, {}, keys)
 
     def forget(self, account: JID) -> None:
-        self._accounts.pop(account, None)
+        self._accounts.pop(account)
         self._changes += 1
 
     def _changed(self, account: JID, added: Devices, removed: Iterable[str]) -> None:
         # After the write, in the same step: the memory never holds what the store lacks.
         self._changes += 1
-        devices = self._accounts.get(account)
+        devices = self._accounts.peek(account)  # a change is not a use
         if devices is None:
             return
         devices.update(added)
         for key in removed:
             devices.pop(key, None)
-
-    def _trim(self) -> None:
-        while len(self._accounts) > self.capacity:
-            self._accounts.popitem(last=False)
 
 
 # -- the module -----------------------------------------------------------------------------------------
