@@ -1,7 +1,10 @@
-"""A raw XMPP c2s client on asyncio: connect, STARTTLS or Direct TLS, SCRAM, bind, roster, presence.
+"""A raw XMPP c2s client on asyncio: connect, STARTTLS or Direct TLS, SCRAM, bind, stream management
+(XEP-0198, when asked for), roster, presence.
 
 Deliberately thin: one asyncio.Protocol per connection, elements parsed only during the login, then
 either a byte sink (MarkerScanner) or the parser again for scenarios that need replies (MUC, MAM).
+With stream management on, every read also goes through the session's SmCounter, in both modes:
+it answers the server's <r/> at once and counts what h counts.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ MAX_SKIPPED = 100_000  # stanzas a wait may pass over (presence floods in big ro
 
 class LoginError(Exception):
     """A step of the login failed; the message names the step."""
+
+
+class NotOffered(LoginError):
+    """The server does not offer a feature the login was asked to use."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class XmppProtocol(asyncio.Protocol):
         self.events: deque[xs.Event] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.sink: Callable[[bytes], None] | None = None
+        self.sm: xs.SmCounter | None = None  # XEP-0198, from <enable/> on
         self.lost = False
         self.error: Exception | None = None
         # Flow control (asyncio calls pause_writing past the transport's high-water mark): only the
@@ -73,13 +81,22 @@ class XmppProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        sm = self.sm
+        if sm is not None:
+            answers = sm.feed(data)
+            if answers and self.transport is not None:
+                self.transport.write(answers)
         if self.sink is not None:
             self.sink(data)
             return
         try:
-            self.events.extend(self.framer.feed(data))
+            events = self.framer.feed(data)
         except xs.StreamError as exc:
             self.error = exc
+            events = []
+        if sm is not None:  # <r/> and <a/> are the counter's: no wait sees them
+            events = [ev for ev in events if not (isinstance(ev, etree._Element) and ev.tag in _SM_HANDLED)]
+        self.events.extend(events)
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -133,6 +150,9 @@ class XmppProtocol(asyncio.Protocol):
         return self.events.popleft()
 
 
+_SM_HANDLED = frozenset({xs.qname(xs.NS_SM, "r"), xs.qname(xs.NS_SM, "a")})
+
+
 @dataclass
 class Session:
     target: Target
@@ -147,7 +167,15 @@ class Session:
         assert self.proto.transport is not None
         return self.proto.transport
 
+    @property
+    def sm(self) -> xs.SmCounter | None:
+        return self.proto.sm
+
     def send(self, data: bytes) -> None:
+        """Writes data; with stream management on, counts its stanzas and adds the <r/> due."""
+        sm = self.proto.sm
+        if sm is not None and sm.enabled:
+            data += sm.sent_stanzas(xs.count_stanzas(data))
         self.transport.write(data)
 
     async def recv(self, deadline: float | None = None) -> xs.Event:
@@ -193,8 +221,11 @@ class Session:
 
     def close(self) -> None:
         if self.proto.transport is not None and not self.proto.transport.is_closing():
+            sm = self.proto.sm
             with contextlib.suppress(Exception):
-                self.proto.transport.write(xs.STREAM_END)
+                # Acknowledge everything first: a server hands unacknowledged messages on (to offline
+                # storage, where the next scenario's logins would meet them) when a stream ends.
+                self.proto.transport.write(sm.final_answer() + xs.STREAM_END if sm and sm.enabled else xs.STREAM_END)
             self.proto.transport.close()
 
 
@@ -294,6 +325,26 @@ async def bind_resource(session: Session, features: etree._Element, resource: st
         await session.wait_iq("sess")
 
 
+async def enable_stream_management(session: Session, features: etree._Element, resume: bool = True) -> None:
+    """XEP-0198 §3 after binding: <enable/> (asking for resumption), then waits for <enabled/>.
+    From then on session.sm counts, answers the server's requests and checks its answers."""
+    if features.find(xs.qname(xs.NS_SM, "sm")) is None:
+        raise NotOffered(f"{session.target.domain} offers no stream management ({xs.NS_SM})")
+    sm = xs.SmCounter()
+    session.proto.sm = sm  # before <enable/>: the counter starts at the <enabled/> it sees
+    session.send(xs.sm_enable(resume))
+    for _ in range(MAX_SKIPPED):
+        el = await session.element()
+        if el.tag == xs.qname(xs.NS_SM, "enabled"):
+            return
+        if el.tag == xs.qname(xs.NS_SM, "failed"):
+            condition = ",".join(etree.QName(c).localname for c in el)
+            raise LoginError(f"stream management refused: {condition or 'no condition'}")
+        if session.on_stanza is not None:
+            session.on_stanza(el)
+    raise TimeoutError(f"no <enabled/> among {MAX_SKIPPED} stanzas")
+
+
 Ready = Callable[[Session], Awaitable[None]]  # the last step of a login
 PRESENCE = b"<presence/>"
 
@@ -314,8 +365,10 @@ async def login(
     roster: bool = True,
     presence: bytes | None = PRESENCE,
     ready: Ready = ping_ready,
+    stream_management: bool = False,
 ) -> Session:
-    """Full login: connect, TLS, SASL, bind, the roster, the initial presence (None: stay
+    """Full login: connect, TLS, SASL, bind, stream management with resumption if asked for
+    (NotOffered if the server has none), the roster, the initial presence (None: stay
     unavailable), then `ready`, whose return marks the session ready; session.stats["login_s"] is
     connect-to-ready time."""
     started = time.perf_counter()
@@ -331,6 +384,8 @@ async def login(
             await authenticate(session, features, account, cache)
             features = await open_stream(session)
         await bind_resource(session, features, account.resource)
+        if stream_management:
+            await enable_stream_management(session, features)
         if roster:
             session.send(xs.iq("get", "roster", f"<query xmlns='{xs.NS_ROSTER}'/>"))
             result = await session.wait_iq("roster")

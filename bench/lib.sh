@@ -32,7 +32,7 @@ WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
-SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-archive messages-rate flood muc muc-rate mam idle-tls idle-plain cross-node}"
+SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-sm messages-archive messages-rate flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -87,11 +87,15 @@ bench_target() {
             --workers "$WORKERS" ;;
         messages) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --duration "$DURATION" \
             --workers "$WORKERS" --param archive=off ;;
+        # As messages, with XEP-0198 stream management (resumption, acks both ways) on every session.
+        messages-sm) loadgen "${common[@]}" --scenario messages-sm --pairs "$PAIRS" --duration "$DURATION" \
+            --workers "$WORKERS" --param archive=off ;;
         messages-archive) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \
             --duration "$DURATION" --workers "$WORKERS" --param archive=on ;;
         messages-rate) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --rate "$RATE" \
             --duration "$DURATION" --param archive=off ;;
         idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 ;;
+        idle-sm) loadgen "${common[@]}" --scenario idle-sm --count "$IDLE" --concurrency 50 ;;
         idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --tls none ;;
         muc) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \
             --param archive=on ;;

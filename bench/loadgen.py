@@ -5,9 +5,10 @@
 
 Prints one JSON record per scenario on stdout (and appends it to --json-out), then a Markdown table.
 Scenarios: prime (fill the client key cache), logins, logins-pep (clients with caps that publish
-their OMEMO device list), messages (1:1; --rate for fixed rate), idle, muc, mam, cross-node (needs
---peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency without and
-with one more session flooding iq pings).
+their OMEMO device list), messages (1:1; --rate for fixed rate), messages-sm (the same with XEP-0198
+stream management on every session), idle, idle-sm (with stream management), muc, mam, cross-node
+(needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency
+without and with one more session flooding iq pings).
 See bench/README.md for what each one measures.
 """
 
@@ -35,12 +36,13 @@ from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default
 from bench.scram import HASHES, KeyCache
 from bench.stats import summarize_us
 
-SHARDABLE = {"prime", "logins", "logins-pep", "messages", "cross-node"}
+SHARDABLE = {"prime", "logins", "logins-pep", "messages", "messages-sm", "cross-node"}
 RATE_KEYS = {
     "prime": ("accounts", "accounts/s"),
     "logins": ("logins", "logins/s"),
     "logins-pep": ("logins", "logins/s"),
     "messages": ("delivered", "msg/s"),
+    "messages-sm": ("delivered", "msg/s"),
     "cross-node": ("delivered", "msg/s"),
     "muc": ("deliveries", "deliveries/s"),
     "mam": ("queries", "queries/s"),
@@ -299,8 +301,10 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "logins": ["count", "concurrency", "accounts", "workers"],
         "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
         "messages": ["pairs", "rate", "window", "duration", "body_size", "workers"],
+        "messages-sm": ["pairs", "rate", "window", "duration", "body_size", "workers"],
         "cross-node": ["pairs", "rate", "window", "duration", "peer_port"],
         "idle": ["count", "concurrency", "settle"],
+        "idle-sm": ["count", "concurrency", "settle"],
         "muc": ["occupants", "senders", "rate", "window", "duration"],
         "mam": ["count", "mam_page", "mam_fill", "duration"],
         "flood": ["duration", "flood_seconds", "monitor_interval"],
@@ -341,6 +345,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
         ]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     notes = [flood_note(r) for r in records if r["scenario"] == "flood" and "skipped" not in r]
+    notes += [sm_note(r) for r in records if "skipped" not in r and "sm_sessions" in r.get("results", {})]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -365,6 +370,25 @@ def flood_note(r: dict[str, Any]) -> str:
         f"({res.get('baseline_s', 0):g} s), {ms('flood')} with it ({res.get('flood_s', 0):g} s); "
         f"monitor messages lost {res.get('monitor_lost', 0):g} of {res.get('monitor_sent', 0):g}; "
         f"flooder: {res.get('pings_sent', 0):,.0f} pings sent, {res.get('pongs', 0):,.0f} pongs received, {closed}"
+    )
+
+
+def sm_note(r: dict[str, Any]) -> str:
+    """Stream management's own figures (messages-sm, idle-sm): the acks both ways, and what did not match."""
+    res = r.get("results", {})
+
+    def n(key: str) -> str:
+        return f"{res.get(key, 0):,.0f}"
+
+    bad = ("sm_server_unanswered", "sm_server_h_errors", "sm_final_h_mismatches", "sm_stream_errors")
+    problems = ", ".join(f"{k.removeprefix('sm_')} {n(k)}" for k in bad if res.get(k))
+    return (
+        f"- {r['target']}: {r['scenario']}: stream management on {n('sm_sessions')} sessions "
+        f"({n('sm_resumable')} resumable); server asked {n('sm_server_requests')} acks, clients answered "
+        f"{n('sm_client_answers')}; clients asked {n('sm_client_requests')}, server answered "
+        f"{n('sm_server_answers')}; stanzas sent {n('sm_stanzas_sent')}, received {n('sm_stanzas_received')}, "
+        f"received but not acknowledged at the end {n('sm_unacked_at_end')}; "
+        + (f"mismatches: {problems}" if problems else "no mismatch")
     )
 
 
@@ -423,7 +447,7 @@ def quiesce(roots: list[int], limit_s: float = 30.0) -> None:
 def run_one(name: str, args: argparse.Namespace, opt: Options) -> dict[str, Any]:
     if name == "cross-node" and not args.peer_port:
         return skipped(name, args, "target has no cluster: pass --peer-port of a second node")
-    if name == "idle" and opt.count + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+    if name in ("idle", "idle-sm") and opt.count + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
         return skipped(name, args, f"ulimit -n too low for {opt.count} sessions")
     window = Window(pids(args.server_pid), pids(args.db_pid))
     quiesce(window.server + window.db)

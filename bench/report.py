@@ -31,6 +31,10 @@ class Metric:
     digits: int = 0
     compare: bool = True  # False: shown for context, no ratio (e.g. CPU use)
     describe: Callable[[Record], str] | None = None  # the cell's text, when a number is not enough
+    # Set for a row that compares two scenarios of the same target: `value` of the record `match`
+    # finds, combined by `against` with `value` of the one `baseline` finds (e.g. SM on vs off).
+    baseline: Callable[[Record], bool] | None = None
+    against: Callable[[float, float], float] | None = None
 
 
 def _p(r: Record, key: str) -> Any:
@@ -78,6 +82,29 @@ def _flooder_closed(r: Record) -> str:
 
 _FLOOD = _is("flood")
 _PEP = _is("logins-pep")
+_IDLE_TLS = _is("idle", tls="starttls")
+_IDLE_SM = _is("idle-sm", tls="starttls")
+
+
+def _sm_msg(r: Record) -> bool:
+    return r["scenario"] == "messages-sm" and not float(_p(r, "rate") or 0) > 0
+
+
+def _sm_acks(r: Record) -> str:
+    res = r.get("results", {})
+
+    def n(key: str) -> str:
+        return f"{res.get(key, 0):,.0f}"
+
+    bad = sum(
+        res.get(k, 0)
+        for k in ("sm_server_unanswered", "sm_server_h_errors", "sm_final_h_mismatches", "sm_stream_errors")
+    )
+    return (
+        f"server asked {n('sm_server_requests')}, answered {n('sm_client_answers')}; "
+        f"client asked {n('sm_client_requests')}, answered {n('sm_server_answers')}; "
+        + ("no mismatch" if not bad else f"{bad:,.0f} mismatches")
+    )
 
 
 def _per_login(*keys: str) -> Callable[[Record], float | None]:
@@ -111,6 +138,27 @@ METRICS = [
     Metric("1:1 msg/s, archive on (PostgreSQL)", _msg("on", False), _rate),
     Metric("server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False),
     Metric("load generator CPU % during 1:1 max", _msg("off", False), _cpu("loadgen_cpu_pct"), compare=False),
+    Metric("1:1 msg/s, stream management on (ack every 5)", _sm_msg, _rate),
+    Metric(
+        "1:1 msg/s with stream management / without (same server)",
+        _sm_msg,
+        _rate,
+        digits=2,
+        compare=False,
+        baseline=_msg("off", False),
+        against=lambda on, off: on / off,
+    ),
+    Metric("server CPU % during 1:1 max, stream management on", _sm_msg, _cpu("server_cpu_pct"), compare=False),
+    Metric(
+        "load generator CPU % during 1:1 max, stream management on", _sm_msg, _cpu("loadgen_cpu_pct"), compare=False
+    ),
+    Metric(
+        "stream management acks during 1:1 max (requests, answers)",
+        _sm_msg,
+        _res("sm_server_requests"),
+        compare=False,
+        describe=_sm_acks,
+    ),
     Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
     Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
     Metric("flood: monitor p99 ms, no flood (a pair, 1 msg / 20 ms each)", _FLOOD, _res("baseline_p99_ms"), False, 2),
@@ -118,7 +166,18 @@ METRICS = [
     Metric("flood: monitor messages lost", _FLOOD, _res("monitor_lost"), compare=False),
     Metric("flood: pings/s written by the flooder", _FLOOD, _rate, compare=False),
     Metric("flood: flooder closed by server", _FLOOD, _res("flooder_closed"), compare=False, describe=_flooder_closed),
-    Metric("KB per idle session (TLS)", _is("idle", tls="starttls"), _res("kb_per_session"), False, 1),
+    Metric("KB per idle session (TLS)", _IDLE_TLS, _res("kb_per_session"), False, 1),
+    Metric("idle KB/session, TLS + stream management", _IDLE_SM, _res("kb_per_session"), False, 1),
+    Metric(
+        "idle KB/session: stream management's extra over TLS (same server)",
+        _IDLE_SM,
+        _res("kb_per_session"),
+        False,
+        1,
+        compare=False,
+        baseline=_IDLE_TLS,
+        against=lambda on, off: on - off,
+    ),
     Metric("KB per idle session (plain)", _is("idle", tls="none"), _res("kb_per_session"), False, 1),
     Metric("MUC deliveries/s (archive on)", _muc(False), _rate),
     Metric("MUC delivery p50 ms at fixed rate", _muc(True), _lat("p50_ms"), False, 2),
@@ -142,13 +201,29 @@ def targets(records: list[Record]) -> list[str]:
 
 
 def find(records: list[Record], target: str, m: Metric) -> Record | None:
-    return next((r for r in records if r["target"] == target and "skipped" not in r and m.match(r)), None)
+    return _find(records, target, m.match)
+
+
+def _find(records: list[Record], target: str, match: Callable[[Record], bool]) -> Record | None:
+    return next((r for r in records if r["target"] == target and "skipped" not in r and match(r)), None)
+
+
+def _number(m: Metric, r: Record | None) -> float | None:
+    v = m.value(r) if r is not None else None
+    return float(v) if isinstance(v, int | float) else None
 
 
 def cell(records: list[Record], target: str, m: Metric) -> float | None:
-    r = find(records, target, m)
-    v = m.value(r) if r is not None else None
-    return float(v) if isinstance(v, int | float) else None
+    v = _number(m, find(records, target, m))
+    if v is None or m.baseline is None or m.against is None:
+        return v
+    base = _number(m, _find(records, target, m.baseline))
+    if base is None:
+        return None
+    try:
+        return m.against(v, base)
+    except ZeroDivisionError:
+        return None
 
 
 def text(records: list[Record], target: str, m: Metric) -> str:

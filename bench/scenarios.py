@@ -27,6 +27,7 @@ from bench import stream as xs
 from bench.client import (
     Account,
     LoginError,
+    NotOffered,
     Session,
     Target,
     authenticate,
@@ -123,8 +124,13 @@ async def login_many(
         account = Account(f"{opt.prefix}{n}", opt.password, opt.resource)
         async with sem:
             for attempt in range(2):  # one retry: setup is not what is measured here
+                if "not_offered" in out.info:  # a login found a feature missing: the others would too
+                    return
                 try:
                     sessions[n] = await login(target, account, cache, ssl_ctx, **kw)
+                    return
+                except NotOffered as exc:  # no retry: the server lacks the feature (noted, not an error)
+                    out.info["not_offered"] = str(exc)
                     return
                 except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
                     if attempt:
@@ -398,6 +404,8 @@ class PairTraffic:
         self.window_received = 0
         self.recording = False
         self.refilling = opt.rate <= 0
+        # Stream management (messages-sm): each sender's counter adds a <r/> after every 5th stanza.
+        self.sm = [s.sm if s.sm is not None and s.sm.enabled else None for s in sessions]
         pad = ("x" * max(0, opt.body_size - 25)).encode()
         self.heads = [
             f"<message to='{sessions[k ^ 1].jid}' type='{msg_type}'><body>bt:".encode() for k in range(len(sessions))
@@ -432,7 +440,9 @@ class PairTraffic:
             return
         stamp = str(time.monotonic_ns()).encode()
         msg = self.heads[k] + stamp + self.tail
-        self.sessions[k].transport.write(msg * room)  # one write per burst, as a pipelining client
+        sm = self.sm[k]
+        # One write per burst, as a pipelining client.
+        self.sessions[k].transport.write(msg * room if sm is None else sm.burst(msg, room))
         self.outstanding[k] += room
         self.sent += room
 
@@ -446,7 +456,9 @@ class PairTraffic:
             for j in range(k, due):
                 s = j % n
                 intended = start + int(j * 1e9 / rate)
-                self.sessions[s].transport.write(self.heads[s] + str(intended).encode() + self.tail)
+                msg = self.heads[s] + str(intended).encode() + self.tail
+                sm = self.sm[s]
+                self.sessions[s].transport.write(msg if sm is None else sm.burst(msg, 1))
                 self.outstanding[s] += 1
             self.sent += due - k
             k = due
@@ -462,15 +474,29 @@ class PairTraffic:
 
 
 async def run_messages(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    return await _messages(ctx, meter, shard, Outcome())
+
+
+async def run_messages_sm(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """messages with XEP-0198 on every session: enabled with resumption right after binding, every
+    <r/> of the server answered at once, a <r/> of the client's own after every 5 stanzas it sends;
+    after the drain, one more <r/> per session whose answer must count every stanza sent."""
+    return await _messages(ctx, meter, shard, Outcome(), stream_management=True)
+
+
+async def _messages(
+    ctx: Context, meter: Meter, shard: Shard, out: Outcome, *, stream_management: bool = False
+) -> Outcome:
     opt = ctx[0]
-    out = Outcome()
     numbers = shard.take(list(range(opt.first, opt.first + 2 * opt.pairs)))
     numbers = numbers[: len(numbers) // 2 * 2]
     targets = None
     if opt.peer_port:
         # Cross-node: even sessions on the target node, odd ones on the peer, so every message crosses.
         targets = [opt.target, Target(**{**opt.target.__dict__, "port": opt.peer_port})]
-    sessions = await login_many(ctx, numbers, out, targets=targets, roster=False)
+    sessions = await login_many(ctx, numbers, out, targets=targets, roster=False, stream_management=stream_management)
+    if await _not_offered(meter, out, sessions):
+        return out
     # Pairs whose two sessions are both up; a failed login costs its pair, not the whole run.
     ordered = [
         sessions[n]
@@ -492,6 +518,9 @@ async def run_messages(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     await traffic.drain()
     out.counts.update(sent=traffic.sent, received=traffic.received, delivered=traffic.window_received)
     out.counts["lost"] = traffic.sent - traffic.received
+    if stream_management:
+        await _final_acks(ordered, opt.target.timeout)
+        sm_summary(ordered, out, final=True)
     close_all(sessions)
     return out
 
@@ -517,20 +546,117 @@ async def _fixed_rate_window(traffic: PairTraffic, meter: Meter, out: Outcome) -
     await task
 
 
+# --- 2b. stream management (XEP-0198) on every session ---------------------------------------------
+
+SM_COUNTS = (
+    "sm_sessions",
+    "sm_resumable",
+    "sm_server_requests",
+    "sm_client_answers",
+    "sm_client_requests",
+    "sm_server_answers",
+    "sm_server_unanswered",
+    "sm_server_h_errors",
+    "sm_final_h_mismatches",
+    "sm_stream_errors",
+    "sm_stanzas_sent",
+    "sm_stanzas_received",
+    "sm_unacked_at_end",
+)
+
+
+class SmMismatch(Exception):
+    """The server's stream management answers disagree with what the client counted."""
+
+
+async def _not_offered(meter: Meter, out: Outcome, sessions: dict[int, Session]) -> bool:
+    """After login_many: True (and the scenario is skipped, as logins-pep is without PEP) if a login
+    found stream management not offered; login_many stops logging in at the first such login. No
+    login is made beforehand to ask: on a freshly started server (idle-sm) it would be in the
+    memory measured before the sessions."""
+    if "not_offered" not in out.info:
+        return False
+    close_all(sessions)
+    out.info["skipped"] = f"not offered: {out.info['not_offered']}"
+    async with measuring(meter, out):
+        pass  # load generator workers meet at the window's edges, also when there is nothing to measure
+    return True
+
+
+async def _final_acks(sessions: list[Session], limit_s: float) -> None:
+    """One more <r/> per session; waits (bounded) for every request to be answered. Each answer is
+    then to count every stanza the session sent: nothing is in flight any more."""
+    counters = [s.sm for s in sessions if s.sm is not None and not s.proto.lost]
+    for s in sessions:
+        if s.sm is not None and not s.proto.lost:
+            s.transport.write(s.sm.request())
+    deadline = time.monotonic() + limit_s
+    # Polling, bounded: the answers are counted in protocol callbacks.
+    while any(c.answers_received < c.requests_sent for c in counters) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+def sm_summary(sessions: list[Session], out: Outcome, *, final: bool) -> None:
+    """Adds up the sessions' stream management counts (SM_COUNTS) into out.counts; each mismatch is
+    an error: a server h above what was sent (or going back), a request left unanswered, a stream
+    error, and with `final` (after _final_acks) a last h that does not count every stanza sent."""
+    totals = dict.fromkeys(SM_COUNTS, 0)
+    for s in sessions:
+        sm = s.sm
+        if sm is None or not sm.enabled:
+            continue
+        unanswered = max(0, sm.requests_sent - sm.answers_received)
+        mismatch = final and not unanswered and not sm.all_handled
+        totals["sm_sessions"] += 1
+        totals["sm_resumable"] += sm.resume
+        totals["sm_server_requests"] += sm.requests_received
+        totals["sm_client_answers"] += sm.answers_sent
+        totals["sm_client_requests"] += sm.requests_sent
+        totals["sm_server_answers"] += sm.answers_received
+        totals["sm_server_unanswered"] += unanswered
+        totals["sm_server_h_errors"] += sm.h_errors
+        totals["sm_final_h_mismatches"] += mismatch
+        totals["sm_stream_errors"] += bool(sm.stream_error)
+        totals["sm_stanzas_sent"] += sm.sent
+        totals["sm_stanzas_received"] += sm.received
+        totals["sm_unacked_at_end"] += sm.unacknowledged
+        if sm.h_errors:
+            out.error(SmMismatch(f"{s.jid}: {sm.h_errors} bad server <a/>, first: {sm.h_error_detail}"))
+        if sm.stream_error:
+            out.error(SmMismatch(f"{s.jid}: stream error {sm.stream_error}"))
+        if final and unanswered:
+            out.error(SmMismatch(f"{s.jid}: {unanswered} of {sm.requests_sent} <r/> unanswered"))
+        if mismatch:
+            out.error(SmMismatch(f"{s.jid}: last server h={sm.server_h}, {sm.sent} stanzas sent"))
+    out.counts.update(totals)
+
+
 # --- 3. idle sessions ---------------------------------------------------------------------------------
 
 
 async def run_idle(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    return await _idle(ctx, meter, shard, Outcome())
+
+
+async def run_idle_sm(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """idle with XEP-0198 on every session (with resumption), each answering the server's requests."""
+    return await _idle(ctx, meter, shard, Outcome(), stream_management=True)
+
+
+async def _idle(ctx: Context, meter: Meter, shard: Shard, out: Outcome, *, stream_management: bool = False) -> Outcome:
     opt = ctx[0]
-    out = Outcome()
     numbers = shard.take(list(range(opt.first, opt.first + opt.count)))
     await asyncio.sleep(0.5)
     rss_before = meter.server_rss_kb()
     started = time.monotonic()
-    sessions = await login_many(ctx, numbers, out)
+    sessions = await login_many(ctx, numbers, out, stream_management=stream_management)
     ramp_s = time.monotonic() - started
+    if await _not_offered(meter, out, sessions):
+        return out
     for s in sessions.values():
-        s.use_sink(_discard)  # and drop the parser: the load generator holds 10k sessions too
+        # Drop the parser (the load generator holds 10k sessions too); with stream management on,
+        # each session's counter still answers the server's <r/> on the bytes.
+        s.use_sink(_discard)
     async with measuring(meter, out):
         await asyncio.sleep(opt.settle)
     rss_after = meter.server_rss_kb()
@@ -538,6 +664,8 @@ async def run_idle(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     out.counts["ramp_logins_per_s"] = round(len(sessions) / ramp_s, 1) if ramp_s else 0.0
     if sessions:
         out.counts["kb_per_session"] = round((rss_after - rss_before) / len(sessions), 2)
+    if stream_management:
+        sm_summary(list(sessions.values()), out, final=False)
     close_all(sessions)
     await asyncio.sleep(0.5)
     return out
@@ -1061,7 +1189,9 @@ SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outco
     "logins": run_logins,
     "logins-pep": run_logins_pep,
     "messages": run_messages,
+    "messages-sm": run_messages_sm,
     "idle": run_idle,
+    "idle-sm": run_idle_sm,
     "muc": run_muc,
     "mam": run_mam,
     "cross-node": run_messages,
