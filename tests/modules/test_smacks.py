@@ -31,7 +31,7 @@ OPTIONS = {"smacks": {"request_every": 3, "max_queue": 20}}
 
 
 def sent(n: int) -> Sent:
-    return Sent(f"<message id='{n}'/>".encode(), None, 0.0)
+    return Sent(f"<message id='{n}'/>".encode(), 0.0)
 
 
 def test_acknowledging_takes_the_oldest_stanzas_and_counts_wrap() -> None:
@@ -297,6 +297,22 @@ async def test_a_client_that_does_not_answer_is_cut_off_but_resumable(h: Harness
     wrapper = alice.session.output
     assert isinstance(wrapper, Managed)
     wrapper.ask()
-    assert wrapper.outstanding and not alice.output.closed
-    wrapper.unanswered()  # what the ack_timeout timer calls
+    assert wrapper.outstanding and wrapper.timer is not None and not alice.output.closed
+    wrapper.due()  # the timer, early: the answer has time left
+    assert wrapper.timer is not None and not alice.output.closed
+    wrapper.asked_at -= 61  # ack_timeout (60 s) has passed
+    wrapper.due()
     assert alice.output.closed and alice.output.error is None  # cut, no closing: resumable
+
+
+async def test_a_few_unacknowledged_stanzas_are_asked_for_when_the_timer_fires(h: Harness) -> None:
+    alice, _ = await managed(h, f"{ALICE}/phone")
+    bob = await h.connect(f"{BOB}/pc")
+    alice.take()
+    wrapper = alice.session.output
+    assert isinstance(wrapper, Managed) and wrapper.timer is None
+    await bob.send(chat(0))  # fewer than request_every: no request yet, a timer instead
+    assert names(alice.take()) == ["message"] and wrapper.timer is not None
+    wrapper.timer.cancel()
+    wrapper.due()  # what the request_after timer calls
+    assert names(alice.take()) == ["r"] and wrapper.outstanding

@@ -45,9 +45,8 @@ stanzas unacknowledged, server stop), each unacknowledged stanza is dealt with o
 from __future__ import annotations
 
 import secrets
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -122,26 +121,28 @@ class HandledCountTooHigh(Exception):
     """An acknowledgement of more stanzas than were sent (§5)."""
 
 
-@dataclass(slots=True)
 class Sent:
-    """One stanza written to the client: its serialisation (with its `to`), its element when
-    there is one (shared by copies: read only), when it was sent, and what is due on its
-    acknowledgement."""
+    """One stanza written to the client: its serialisation (with its `to`, all that handing it on
+    needs: its element is let go at once, as without stream management), when it was sent, and
+    what is due on its acknowledgement."""
 
-    data: bytes
-    stanza: etree._Element | None
-    at: float
-    stored: bool = False  # a copy is still in offline storage: nothing to hand on if unacknowledged
-    on_ack: Callable[[], object] | None = None
+    __slots__ = ("at", "data", "on_ack", "stored")
+
+    def __init__(self, data: bytes, at: float) -> None:
+        self.data = data
+        self.at = at
+        self.stored = False  # a copy is still in offline storage: nothing to hand on if unacknowledged
+        self.on_ack: Callable[[], object] | None = None
 
 
 class Unacked:
-    """What was sent and not yet acknowledged, and the counts of §4 (modulo 2^32)."""
+    """What was sent and not yet acknowledged, and the counts of §4 (modulo 2^32). A list, not a
+    deque: it is short between acknowledgements, and an empty list costs a tenth of a deque."""
 
     __slots__ = ("acked", "queue", "sent", "since_request")
 
     def __init__(self) -> None:
-        self.queue: deque[Sent] = deque()
+        self.queue: list[Sent] = []
         self.sent = 0  # stanzas sent, modulo 2^32
         self.acked = 0  # the last h the client acknowledged
         self.since_request = 0  # stanzas sent since the last <r/>
@@ -154,11 +155,14 @@ class Unacked:
     def acknowledge(self, h: int) -> list[Sent]:
         """The stanzas `h` acknowledges, taken out of the queue; HandledCountTooHigh when `h`
         says more than was sent (or is below an earlier h: counts never go back)."""
+        queue = self.queue
         count = (h - self.acked) % MODULO
-        if count > len(self.queue):
+        if count > len(queue):
             raise HandledCountTooHigh(f"h={h} but {self.sent} sent")
         self.acked = h % MODULO
-        return [self.queue.popleft() for _ in range(count)]
+        done = queue[:count]
+        del queue[:count]
+        return done
 
 
 # -- one managed session --------------------------------------------------------------------------
@@ -166,9 +170,16 @@ class Unacked:
 
 class Managed(Wrapper):
     """The output wrapper of a stream-managed session: counts and keeps each stanza, asks for
-    acknowledgements, and keeps what comes while the session is detached."""
+    acknowledgements, and keeps what comes while the session is detached.
 
-    __slots__ = ("base", "id", "manager", "outstanding", "resume_for", "session", "timer", "unacked")
+    One timer at most, looked at lazily: acknowledgements come every few stanzas, and cancelling
+    and setting a timer for each would cost more than the rest of the bookkeeping. When it fires
+    it sees what is due: a request unanswered for `ack_timeout` (the client is taken for gone),
+    or stanzas unacknowledged with no request out (it asks)."""
+
+    __slots__ = (
+        "asked_at", "base", "id", "manager", "outstanding", "resume_for", "session", "timer", "unacked",
+    )
 
     def __init__(self, inner: Output, manager: StreamManagement, session: Session, resume_for: int) -> None:
         super().__init__(inner)
@@ -179,6 +190,7 @@ class Managed(Wrapper):
         self.resume_for = resume_for  # seconds; 0: not resumable
         self.id = secrets.token_urlsafe(18) if resume_for else ""
         self.outstanding = False  # a <r/> is waiting for its <a/>
+        self.asked_at = 0.0  # when it went out (time.monotonic)
         self.timer: asyncio.TimerHandle | None = None
 
     @property
@@ -187,40 +199,49 @@ class Managed(Wrapper):
         return (self.session.received - self.base) % MODULO
 
     def send(self, stanza: etree._Element | None, data: bytes) -> None:
+        manager = self.manager
         unacked = self.unacked
-        unacked.add(Sent(data, stanza, self.manager.mod.time()))
+        unacked.add(Sent(data, manager.clock()))
         self.inner.send(stanza, data)
-        if len(unacked.queue) > self.manager.max_queue:
-            self.manager.overflowing(self)
+        if len(unacked.queue) > manager.max_queue:
+            manager.overflowing(self)
         elif self.session.link.transport is None:
-            self.manager.kept_while_detached(self.session, stanza, data)
-        elif unacked.since_request >= self.manager.request_every and not self.outstanding:
-            self.ask()
-        elif self.timer is None and not self.outstanding:
-            self.timer = self.manager.mod.call_later(self.manager.request_after, self.ask)
+            manager.kept_while_detached(self.session, stanza, data)
+        elif not self.outstanding:
+            if unacked.since_request >= manager.request_every:
+                self.ask()
+            elif self.timer is None:
+                self.timer = manager.mod.call_later(manager.request_after, self.due)
 
     def ask(self) -> None:
-        """<r/>, then wait at most ack_timeout for the answer."""
+        """<r/>; the timer then watches for the answer."""
         transport = self.session.link.transport
-        self.cancel_timer()
         if transport is None:
             return
         transport.write(REQUEST)
         self.unacked.since_request = 0
         self.outstanding = True
-        self.timer = self.manager.mod.call_later(self.manager.ack_timeout, self.unanswered)
+        self.asked_at = time.monotonic()
+        if self.timer is None:
+            self.timer = self.manager.mod.call_later(self.manager.ack_timeout, self.due)
 
-    def unanswered(self) -> None:
+    def due(self) -> None:
         self.timer = None
-        self.manager.mod.log.info("%s did not acknowledge in time: taken for gone", self.session.jid)
-        self.session.abort()  # detached as for a lost connection: it may still resume
+        if self.session.link.transport is None:
+            return  # detached: the resumption timer rules now
+        if self.outstanding:
+            left = self.asked_at + self.manager.ack_timeout - time.monotonic()
+            if left > 0:
+                self.timer = self.manager.mod.call_later(left, self.due)
+                return
+            self.manager.mod.log.info("%s did not acknowledge in time: taken for gone", self.session.jid)
+            self.session.abort()  # detached as for a lost connection: it may still resume
+        elif self.unacked.queue:
+            self.ask()
 
     def acknowledge(self, h: int) -> list[Sent]:
         done = self.unacked.acknowledge(h)
         self.outstanding = False
-        self.cancel_timer()
-        if self.unacked.queue and self.session.link.transport is not None:
-            self.timer = self.manager.mod.call_later(self.manager.request_after, self.ask)
         return done
 
     def cancel_timer(self) -> None:
@@ -258,6 +279,7 @@ class StreamManagement:
         self.request_every: int = options["request_every"]
         self.request_after: float = options["request_after"]
         self.ack_timeout: float = options["ack_timeout"]
+        self.clock = mod.time  # when each stanza was sent: the delay stamp if it is handed on
         self.managed: dict[Session, Managed] = {}
         self.resumable: dict[str, Managed] = {}  # by resumption id
 
@@ -300,7 +322,7 @@ class StreamManagement:
         if managed is None:
             ev.stream.send(_failed("unexpected-request"))
         else:
-            ev.stream.send(etree.tostring(element(f"{{{NS}}}a", {"h": str(managed.handled)})))
+            ev.stream.send(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % managed.handled)
         return True
 
     def acknowledged(self, ev: StreamElementEvent) -> bool:
@@ -323,12 +345,13 @@ class StreamManagement:
                 entry.on_ack()
 
     def offline_handed(self, ev: HandedEvent) -> bool:
-        """Offline messages written to a managed session are deleted once acknowledged."""
+        """Offline messages written to a managed session are deleted once acknowledged. They are
+        the last stanzas written: offline.py fires this right after writing them, before any
+        other task could write to the session."""
         managed = self.managed.get(ev.session)
         if managed is None:
             return False
-        handed = [entry for entry in managed.unacked.queue if entry.stanza is None and not entry.stored]
-        handed = handed[-len(ev.ids) :]
+        handed = managed.unacked.queue[-len(ev.ids) :]
         if not handed:  # acknowledged already
             self._later(ev.delete())
             return True
