@@ -25,6 +25,8 @@ COMPONENT_CORE_MODULES = ("disco",)
 # The room service every user host gets by default (`[server] conference`).
 MUC_COMPONENT = "components.muc"
 DEFAULT_CONFERENCE = "conference"
+UPLOAD_COMPONENT = "components.upload"
+DEFAULT_UPLOAD = "upload"
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
     "pep", "vcard", "private", "avatar_conversion", "bookmarks", "smacks", "csi", "push",
@@ -91,6 +93,9 @@ class HTTPConfig:
     # How clients reach the HTTP side ("https://chat.example.org"), for the addresses the server
     # hands out (host-meta, upload slots); empty: the scheme and Host of each request.
     public_url: str = ""
+    # Where XMPP over WebSocket (RFC 7395) and BOSH (XEP-0206) are served; "" turns one off.
+    websocket_path: str = "/xmpp-websocket"
+    bosh_path: str = "/http-bind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,7 @@ class Config:
     modules: tuple[str, ...] = DEFAULT_MODULES
     components: tuple[ComponentConfig, ...] = (
         ComponentConfig(f"{DEFAULT_CONFERENCE}.localhost", (MUC_COMPONENT,), "localhost"),
+        ComponentConfig(f"{DEFAULT_UPLOAD}.localhost", (UPLOAD_COMPONENT,), "localhost"),
     )
     module_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     c2s: C2SConfig = field(default_factory=C2SConfig)
@@ -255,18 +261,22 @@ def _build(raw: Mapping[str, Any], source: str) -> Config:
     top = _Reader(source, raw, "")
     server = _Reader(source, top.table_("server"), "server")
     hosts = _hosts(server)
+    http = _http(_Reader(source, top.table_("http"), "http"))
     config = Config(
         source=source,
         hosts=hosts,
         data_dir=Path(server.get("data_dir", "data", str, "a directory path")),
         log_level=server.choice("log_level", "info", LOG_LEVELS),
         modules=server.strings("modules", DEFAULT_MODULES, "a list of module names"),
-        components=_with_room_services(
-            server, _components(_Reader(source, top.table_("components"), "components"), hosts), hosts
+        components=_with_default_services(
+            server,
+            _components(_Reader(source, top.table_("components"), "components"), hosts),
+            hosts,
+            http_on=bool(http.port or http.tls_port),
         ),
         c2s=_c2s(_Reader(source, top.table_("c2s"), "c2s")),
         tls=_tls(_Reader(source, top.table_("tls"), "tls"), hosts),
-        http=_http(_Reader(source, top.table_("http"), "http")),
+        http=http,
         auth=_auth(_Reader(source, top.table_("auth"), "auth")),
         storage=_storage(_Reader(source, top.table_("storage"), "storage")),
     )
@@ -303,25 +313,29 @@ def _domain(reader: _Reader, key: str, value: str) -> str:
     return value
 
 
-def _with_room_services(
-    server: _Reader, components: tuple[ComponentConfig, ...], hosts: tuple[str, ...]
+def _with_default_services(
+    server: _Reader, components: tuple[ComponentConfig, ...], hosts: tuple[str, ...], *, http_on: bool
 ) -> tuple[ComponentConfig, ...]:
-    """`[server] conference`: every user host gets a room service (XEP-0045) at
-    `<conference>.<host>`, unless a component of its own already runs one; "" turns that off.
-    So a fresh server offers group chat out of the box, and an admin who configures a room
-    service under another name gets only that one."""
-    label = server.get("conference", DEFAULT_CONFERENCE, str, "a subdomain label such as 'conference', or ''")
-    if not label:
-        return components
-    served = {c.parent for c in components if MUC_COMPONENT in c.modules}
-    taken = {c.domain for c in components}
-    added = []
-    for host in hosts:
-        domain = f"{label}.{host}"
-        _domain(server, server.key("conference"), domain)
-        if host not in served and domain not in taken and domain not in hosts:
-            added.append(ComponentConfig(domain, (MUC_COMPONENT,), host))
-    return components + tuple(added)
+    """`[server] conference` and `upload`: every user host gets a room service (XEP-0045) at
+    `<conference>.<host>` and, when the HTTP side is on, a file upload service (XEP-0363) at
+    `<upload>.<host>`, unless a component of its own already runs one; "" turns that off. So a
+    fresh server offers group chat and file sharing out of the box, and an admin who configures
+    such a service under another name gets only that one."""
+    defaults = [("conference", DEFAULT_CONFERENCE, MUC_COMPONENT), ("upload", DEFAULT_UPLOAD, UPLOAD_COMPONENT)]
+    for key, default, module in defaults:
+        label = server.get(key, default, str, f"a subdomain label such as '{default}', or ''")
+        if not label or (module == UPLOAD_COMPONENT and not http_on):
+            continue
+        served = {c.parent for c in components if module in c.modules}
+        taken = {c.domain for c in components}
+        added = []
+        for host in hosts:
+            domain = f"{label}.{host}"
+            _domain(server, server.key(key), domain)
+            if host not in served and domain not in taken and domain not in hosts:
+                added.append(ComponentConfig(domain, (module,), host))
+        components += tuple(added)
+    return components
 
 
 def _components(reader: _Reader, hosts: tuple[str, ...]) -> tuple[ComponentConfig, ...]:
@@ -372,6 +386,14 @@ def _c2s(reader: _Reader) -> C2SConfig:
     return config
 
 
+def _path(reader: _Reader, name: str, default: str) -> str:
+    allowed = 'a path starting with "/", or "" (off)'
+    path: str = reader.get(name, default, str, allowed)
+    if path and (not path.startswith("/") or any(c in path for c in " ?#{}")):
+        raise ConfigError(reader.source, reader.key(name), path, allowed)
+    return path
+
+
 def _http(reader: _Reader) -> HTTPConfig:
     public_url = reader.get("public_url", "", str, "an http:// or https:// URL, or \"\"").rstrip("/")
     if public_url and not public_url.startswith(("http://", "https://")):
@@ -382,6 +404,8 @@ def _http(reader: _Reader) -> HTTPConfig:
         tls_interfaces=reader.strings("tls_interfaces", ALL_INTERFACES, "a list of IP addresses to listen on"),
         tls_port=reader.integer("tls_port", 5281, 0, 65535),
         public_url=public_url,
+        websocket_path=_path(reader, "websocket_path", "/xmpp-websocket"),
+        bosh_path=_path(reader, "bosh_path", "/http-bind"),
     )
     reader.finish()
     return config

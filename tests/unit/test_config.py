@@ -95,7 +95,7 @@ def test_shipped_config_loads_and_equals_the_defaults() -> None:
 def test_shipped_config_states_every_core_option() -> None:
     """conf/xmppd.toml is "the complete, commented example": every option is in it."""
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
-    assert set(raw["server"]) == {"hosts", "data_dir", "log_level", "modules", "conference"}
+    assert set(raw["server"]) == {"hosts", "data_dir", "log_level", "modules", "conference", "upload"}
     for section, cls in (("c2s", C2SConfig), ("http", HTTPConfig), ("auth", AuthConfig), ("storage", StorageConfig)):
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
     # The certificates table is shown commented out: it has no default entries to state.
@@ -106,7 +106,7 @@ def test_shipped_config_states_every_core_option() -> None:
 @pytest.mark.parametrize(
     "module",
     ["register", "version", "contact_addresses", "offline", "blocking", "caps", "pep", "vcard", "private",
-     "smacks", "csi", "push", "components.muc"],
+     "smacks", "csi", "push", "components.muc", "components.upload"],
 )
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
@@ -127,6 +127,7 @@ data_dir = "{tmp_path / "data"}"
 log_level = "debug"
 modules = ["ping"]
 conference = ""
+upload = ""
 
 [c2s]
 interfaces = ["127.0.0.1"]
@@ -446,7 +447,9 @@ modules = []
 parent = "chat.example.net"
 """))
     rooms, upload, *defaults = config.components
-    assert [d.domain for d in defaults] == ["conference.example.org", "conference.chat.example.net"]
+    assert [d.domain for d in defaults] == [
+        "conference.example.org", "conference.chat.example.net", "upload.example.org", "upload.chat.example.net"
+    ]
     assert (rooms.domain, rooms.parent) == ("rooms.chat.example.net", "chat.example.net")
     assert config.component_modules(rooms) == ("disco", COMPONENT_MODULE)
     assert (upload.parent, config.component_modules(upload)) == ("chat.example.net", ("disco",))
@@ -454,19 +457,26 @@ parent = "chat.example.net"
     assert COMPONENT_MODULE in config.all_modules and COMPONENT_MODULE not in config.user_host_modules
 
 
-def test_every_host_gets_a_room_service_unless_turned_off(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\nconference = "muc"\n'))
+def test_every_host_gets_a_room_and_an_upload_service_unless_turned_off(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\nconference = "muc"\n'
+                                         'upload = "files"\n'))
     assert [(c.domain, c.parent, c.modules) for c in config.components] == [
-        ("muc.a.example", "a.example", ("components.muc",)), ("muc.b.example", "b.example", ("components.muc",))
+        ("muc.a.example", "a.example", ("components.muc",)), ("muc.b.example", "b.example", ("components.muc",)),
+        ("files.a.example", "a.example", ("components.upload",)),
+        ("files.b.example", "b.example", ("components.upload",)),
     ]
-    assert load_config(write(tmp_path, '[server]\nconference = ""\n')).components == ()
-    # A room service of its own replaces a host's default one.
-    own = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\n'
+    assert load_config(write(tmp_path, '[server]\nconference = ""\nupload = ""\n')).components == ()
+    # No HTTP side, no upload service: its addresses would lead nowhere.
+    no_http = load_config(write(tmp_path, '[server]\nconference = ""\n[http]\nport = 0\ntls_port = 0\n'))
+    assert no_http.components == ()
+    # A service of its own replaces a host's default one.
+    own = load_config(write(tmp_path, '[server]\nhosts = ["a.example", "b.example"]\nupload = ""\n'
                                       '[components."rooms.a.example"]\nmodules = ["components.muc"]\n'))
     assert [c.domain for c in own.components] == ["rooms.a.example", "conference.b.example"]
-    with pytest.raises(ConfigError) as error:
-        load_config(write(tmp_path, '[server]\nconference = "Not A Label"\n'))
-    assert "server.conference" in str(error.value)
+    for key in ("conference", "upload"):
+        with pytest.raises(ConfigError) as error:
+            load_config(write(tmp_path, f'[server]\n{key} = "Not A Label"\n'))
+        assert f"server.{key}" in str(error.value)
 
 
 def test_a_component_without_a_parent_domain_belongs_to_the_first_host(tmp_path: Path) -> None:
