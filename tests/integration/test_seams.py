@@ -47,9 +47,10 @@ async def test_a_component_is_a_disco_item_of_its_user_host(xmpp: XmppServer) ->
     items = await alice.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#items", ito="localhost").send(
         timeout=TIMEOUT
     )
-    # The configured component, then the room service every host gets by default ([server] conference).
+    # The configured component, then the room and upload services every host gets by default
+    # ([server] conference and upload).
     assert [item.get("jid") for item in items.xml.iter("{http://jabber.org/protocol/disco#items}item")] == [
-        "echo.localhost", "conference.localhost"
+        "echo.localhost", "conference.localhost", "upload.localhost"
     ]
     info = await alice.make_iq_get(queryxmlns="http://jabber.org/protocol/disco#info", ito="echo.localhost").send(
         timeout=TIMEOUT
