@@ -9,6 +9,7 @@ server is started in.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class HTTPConfig:
     # Where XMPP over WebSocket (RFC 7395) and BOSH (XEP-0206) are served; "" turns one off.
     websocket_path: str = "/xmpp-websocket"
     bosh_path: str = "/http-bind"
+    # Web pages (origins) besides the server's own hosts whose scripts may open XMPP over WebSocket
+    # streams, e.g. ("https://chat.example.org",); ("*",) allows any. Clients without Origin may.
+    websocket_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +398,15 @@ def _path(reader: _Reader, name: str, default: str) -> str:
     return path
 
 
+def _origins(reader: _Reader) -> tuple[str, ...]:
+    allowed = 'a list of origins such as "https://chat.example.org" (scheme, host, port; no path), or ["*"]'
+    origins = reader.strings("websocket_origins", (), allowed)
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            raise ConfigError(reader.source, reader.key("websocket_origins"), origin, allowed)
+    return origins
+
+
 def _http(reader: _Reader) -> HTTPConfig:
     public_url = reader.get("public_url", "", str, "an http:// or https:// URL, or \"\"").rstrip("/")
     if public_url and not public_url.startswith(("http://", "https://")):
@@ -406,6 +419,7 @@ def _http(reader: _Reader) -> HTTPConfig:
         public_url=public_url,
         websocket_path=_path(reader, "websocket_path", "/xmpp-websocket"),
         bosh_path=_path(reader, "bosh_path", "/http-bind"),
+        websocket_origins=_origins(reader),
     )
     reader.finish()
     return config

@@ -24,6 +24,10 @@ CORE_PROTOCOLS: list[tuple[str, str, str, str]] = [
     ("RFC 4616", "", "complete", "PLAIN, inside TLS only"),
     ("RFC 7590", "", "complete", "TLS 1.2+ for XMPP"),
     ("XEP-0368", "1.1.0", "complete", "Direct TLS listener with ALPN xmpp-client and SNI"),
+    ("RFC 7395", "", "complete", "XMPP over WebSocket, on the HTTP side (xmppd/websocket.py)"),
+    ("XEP-0124", "1.11.2", "partial", "BOSH: no acks, keys, multiple streams or pause (xmppd/bosh.py)"),
+    ("XEP-0206", "1.4", "complete", "XMPP over BOSH with restart logic (xmppd/bosh.py)"),
+    ("XEP-0156", "1.4.0", "complete", "host-meta and host-meta.json naming WebSocket and BOSH (xmppd/http.py)"),
 ]
 
 

@@ -123,8 +123,21 @@ class Server:
         for host in self.hosts.values():
             await self.load_modules(host)
         await self._listen()
+        self._serve_http_transports()
         await self.http.start()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
+
+    def _serve_http_transports(self) -> None:
+        """Client streams over HTTP: the same driver (stream.py) on other framings."""
+        config = self.config.http
+        if config.websocket_path:
+            from xmppd.websocket import serve_websocket
+
+            serve_websocket(self, config.websocket_path)
+        if config.bosh_path:
+            from xmppd.bosh import serve_bosh
+
+            serve_bosh(self, config.bosh_path)
 
     def _use_storage(self, storage: Storage) -> None:
         self.storage = storage
