@@ -252,7 +252,7 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
         ("[c2s]\nauth_timeout = '30'\n", "c2s.auth_timeout", "'30'", "a number of at least 1.0"),
         ("[c2s]\ninterfaces = '::'\n", "c2s.interfaces", "'::'", "a list of IP addresses"),
         ("[http]\npublic_url = 'ftp://x'\n", "http.public_url", "'ftp://x'", "an http:// or https:// URL"),
-        ("[http]\nwebsocket_origins = ['https://x/chat']\n", "http.websocket_origins", "'https://x/chat'", "a list of origins"),
+        ("[http]\nwebsocket_origins = ['http://x/']\n", "http.websocket_origins", "'http://x/'", "a list of origins"),
         ("[http]\nwebsocket_path = 'ws'\n", "http.websocket_path", "'ws'", 'a path starting with "/"'),
         ("[http]\ntls_port = 70000\n", "http.tls_port", "70000", "a whole number from 0 to 65535"),
         ("[modules.smacks]\nack_timeout = 0.5\n", "modules.smacks.ack_timeout", "0.5", "a number of at least 1"),
