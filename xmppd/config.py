@@ -31,6 +31,7 @@ DEFAULT_UPLOAD = "upload"
 DEFAULT_MODULES = (
     "ping", "version", "register", "caps", "contact_addresses", "mam", "offline", "carbons", "blocking",
     "pep", "vcard", "private", "avatar_conversion", "bookmarks", "smacks", "csi", "push",
+    "webchat",
 )
 MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -5,9 +5,10 @@ The fields are those of the §17.4.4 registry that `NodeConfig` implements. Both
 their parsing, so a value means the same in either:
 - booleans take 0, 1, false and true; list-single fields one of their options, and an access
   model we do not offer (authorize) is not-acceptable with <unsupported-access-model/> (§8.1.2);
-- pubsub#max_items takes 1 to `Limits.max_items`, or "max" (§17.4.4), which means
-  `Limits.max_items`, so a node whose max_items is that number meets a "max" precondition;
-  anything else is not-acceptable;
+- pubsub#max_items takes a positive number or "max" (§17.4.4); "max" and any number above
+  `Limits.max_items` mean `Limits.max_items`, so a node whose max_items is that number meets a
+  "max" precondition, and one asking 9999 (what Converse.js asks of a service that does not
+  announce config-node-max) meets it too; anything else is not-acceptable;
 - a form that is not a submission of the expected FORM_TYPE is a bad-request.
 
 A node configuration submission is XEP-0004's: fields left out keep their current value (§8.2.4
@@ -241,4 +242,5 @@ def _choice(var: str, values: list[str], field: _Field) -> str:
 def _max_items(values: list[str], limits: Limits) -> int:
     if single_value(MAX_ITEMS, values).strip() == "max":
         return limits.max_items
-    return count_value(MAX_ITEMS, values, 1, limits.max_items)
+    # "As many as you keep": the service's cap (a documented option), not a refusal.
+    return min(count_value(MAX_ITEMS, values, 1, 2**63), limits.max_items)

@@ -564,9 +564,14 @@ async def test_an_account_has_at_most_max_nodes(h: Harness) -> None:
     assert (await publish(alice, "node0", "y")).get("type") == "result"  # existing nodes still take items
 
 
-async def test_max_items_beyond_the_limit_is_refused(h: Harness) -> None:
+async def test_max_items_beyond_the_limit_is_the_limit(h: Harness) -> None:
     alice = await online(h, f"{ALICE}/phone")
-    refused = await publish(alice, NICK, "x", options=publish_options(max_items=str(LIMITS["max_items"] + 1)))
+    asked = publish_options(max_items=str(LIMITS["max_items"] + 1))
+    assert (await publish(alice, NICK, "x", options=asked)).get("type") == "result"
+    assert (await configuration(alice, NICK))["pubsub#max_items"] == [str(LIMITS["max_items"])]
+    # ... which a "max" precondition then meets.
+    assert (await publish(alice, NICK, "y", options=publish_options(max_items="max"))).get("type") == "result"
+    refused = await publish(alice, NICK, "z", options=publish_options(max_items="0"))
     assert error_condition(refused) == "not-acceptable"
 
 

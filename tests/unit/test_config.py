@@ -106,7 +106,7 @@ def test_shipped_config_states_every_core_option() -> None:
 @pytest.mark.parametrize(
     "module",
     ["register", "version", "contact_addresses", "offline", "blocking", "caps", "pep", "vcard", "private",
-     "smacks", "csi", "push", "components.muc", "components.upload"],
+     "smacks", "csi", "push", "webchat", "components.muc", "components.upload"],
 )
 def test_shipped_config_states_every_module_option(module: str) -> None:
     raw = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))

@@ -196,12 +196,12 @@ def test_fields_we_do_not_implement_are_ignored() -> None:
 def test_max_items_max_means_the_service_limit() -> None:
     assert configured({"pubsub#max_items": "max"}).max_items == LIMITS.max_items
     assert configured({"pubsub#max_items": " 256 "}).max_items == 256
+    assert configured({"pubsub#max_items": "257"}).max_items == LIMITS.max_items  # above the cap: the cap
 
 
 @pytest.mark.parametrize(
     ("var", "value"),
     [
-        ("pubsub#max_items", "257"),
         ("pubsub#max_items", "0"),
         ("pubsub#max_items", "-1"),
         ("pubsub#max_items", "ten"),
@@ -278,7 +278,8 @@ def test_publish_options_must_say_their_form_type(form: etree._Element) -> None:
 @pytest.mark.parametrize(
     ("fields", "condition"),
     [
-        ({"pubsub#max_items": "1000"}, "not-acceptable"),
+        ({"pubsub#max_items": "0"}, "not-acceptable"),
+        ({"pubsub#max_items": "many"}, "not-acceptable"),
         ({"pubsub#persist_items": "maybe"}, "not-acceptable"),
         ({"pubsub#access_model": "authorize"}, "not-acceptable"),
     ],
@@ -307,6 +308,13 @@ def test_max_precondition_is_met_by_the_service_limit() -> None:
         )
         is False
     )
+
+
+def test_a_number_above_the_cap_means_the_cap() -> None:
+    assert options({"pubsub#max_items": "9999"}) == {"pubsub#max_items": LIMITS.max_items}
+    bookmarks = options({**BOOKMARKS, "pubsub#max_items": "9999"})  # Converse.js's bookmarks
+    node = NodeConfig(access_model="whitelist", max_items=LIMITS.max_items, send_last_published_item="never")
+    assert precondition_met(node, bookmarks) is True
 
 
 def test_roster_group_preconditions_ignore_order() -> None:

@@ -126,7 +126,7 @@ OPTIONS = {
 # XEP-0060 §10 features (http://jabber.org/protocol/pubsub#<name>), exactly those served here.
 FEATURES = (
     "access-open", "access-presence", "access-roster", "access-whitelist", "auto-create", "auto-subscribe",
-    "config-node", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
+    "config-node", "config-node-max", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
     "filtered-notifications", "item-ids", "last-published", "member-affiliation", "modify-affiliations",
     "multi-items", "outcast-affiliation", "persistent-items", "publish", "publish-options", "purge-nodes",
     "retract-items", "retrieve-default", "retrieve-items",
