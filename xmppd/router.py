@@ -41,7 +41,7 @@ from lxml import etree
 from xmppd import events
 from xmppd.elements import element as make_element
 from xmppd.errors import StanzaError, StreamError
-from xmppd.stanza import CLIENT_NS, IQ_TYPES, Stanza
+from xmppd.stanza import CLIENT_NS, IQ_TYPES, STANZA_TAGS, Stanza
 
 if TYPE_CHECKING:
     from xmppd.host import Host
@@ -175,10 +175,10 @@ class Router:
     async def process(self, origin: Session, element: etree._Element) -> bool:
         """A top-level element from a bound client stream (RFC 6120 §8.1); False when it is not
         a stanza (the stream driver offers it to the modules), True when it was handled."""
+        if element.tag not in STANZA_TAGS:
+            return False  # stream management's <r/> and <a/> come every few stanzas: no exception
         try:
             stanza = Stanza.parse(element)
-        except ValueError:
-            return False
         except StanzaError as error:
             self._answer_malformed(origin, element, error)
             return True

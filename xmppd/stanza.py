@@ -17,6 +17,7 @@ from xmppd.jid import JID, InvalidJID, parse_jid
 CLIENT_NS = "jabber:client"
 KINDS = frozenset(("message", "presence", "iq"))
 _TAGS = {f"{{{CLIENT_NS}}}{kind}": kind for kind in KINDS}
+STANZA_TAGS = frozenset(_TAGS)  # the qualified tags of the three stanza kinds
 IQ_TYPES = frozenset(("get", "set", "result", "error"))
 
 

@@ -61,6 +61,9 @@ log = logging.getLogger("xmppd.c2s")
 # clock is looked at every FAIR_SHARE stanzas.
 FAIR_SLICE = 0.002
 FAIR_SHARE = 32
+# Event names of top-level elements by tag (`<r/>` of stream management comes every few stanzas).
+_ELEMENT_EVENTS: dict[str, str] = {}
+MAX_ELEMENT_EVENTS = 256
 # What a stream reads before it is charged to its rate limits.
 CHARGE_EVERY = 16
 CHARGE_BYTES = 16 * 1024
@@ -356,11 +359,17 @@ class C2SStream:
 
     async def _stream_element(self, element: etree._Element) -> None:
         """Offer a top-level element that is not a stanza to the modules that claim it."""
-        qname = etree.QName(element)
-        host = self.server.hosts.get(self.negotiation.domain or "")
+        tag = element.tag
+        name = _ELEMENT_EVENTS.get(tag) if isinstance(tag, str) else None
+        if name is None:
+            qname = etree.QName(element)
+            name = events.stream_element(qname.namespace, qname.localname)
+            if len(_ELEMENT_EVENTS) < MAX_ELEMENT_EVENTS:  # a client inventing tags cannot grow it
+                _ELEMENT_EVENTS[tag] = name
+        host = self.session.host if self.session is not None else self.server.hosts.get(self.negotiation.domain or "")
         event = events.StreamElementEvent(element, self, self.session)
-        if host is None or not await host.hooks.fire(events.stream_element(qname.namespace, qname.localname), event):
-            raise StreamError("unsupported-stanza-type", f"{qname.localname} is not a stanza")
+        if host is None or not await host.hooks.fire(name, event):
+            raise StreamError("unsupported-stanza-type", f"{etree.QName(element).localname} is not a stanza")
 
     # -- StreamHandle ----------------------------------------------------------------------
     @property
