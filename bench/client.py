@@ -1,5 +1,6 @@
 """A raw XMPP c2s client on asyncio: connect, STARTTLS or Direct TLS, SCRAM, bind, stream management
-(XEP-0198, when asked for), roster, presence.
+(XEP-0198, when asked for), roster, presence; over TCP, or over WebSocket (RFC 7395: WebSocketProtocol,
+with the load generator's own RFC 6455 framing from bench/wsframe.py).
 
 Deliberately thin: one asyncio.Protocol per connection, elements parsed only during the login, then
 either a byte sink (MarkerScanner) or the parser again for scenarios that need replies (MUC, MAM).
@@ -13,15 +14,18 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import os
+import re
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lxml import etree
 
 from bench import stream as xs
+from bench import wsframe
 from bench.scram import KeyCache, ScramClient, ScramError
 
 MAX_SKIPPED = 100_000  # stanzas a wait may pass over (presence floods in big rooms and rosters)
@@ -44,6 +48,9 @@ class Target:
     mechanism: str = "SCRAM-SHA-256"
     timeout: float = 15.0
     source_ips: tuple[str, ...] = ()  # spread connections over 127.0.0.x to avoid port exhaustion
+    # "tcp", or "websocket" (RFC 7395 on port/ws_path; tls "direct" is wss://, "none" ws://)
+    transport: str = "tcp"
+    ws_path: str = "/xmpp-websocket"
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,18 @@ class XmppProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    # How the stream looks on this connection (WebSocketProtocol frames the same things otherwise).
+    def stream_header(self, domain: str, from_jid: str = "") -> bytes:
+        return xs.stream_header(domain, from_jid)
+
+    def frame(self, element: bytes) -> bytes:
+        """What to write for one element (or, over TCP, any run of them)."""
+        return element
+
+    def stream_end(self, final: bytes) -> bytes:
+        """What to write to end the stream, after `final` (elements, possibly none)."""
+        return final + xs.STREAM_END
 
     def data_received(self, data: bytes) -> None:
         sm = self.sm
@@ -151,6 +170,133 @@ class XmppProtocol(asyncio.Protocol):
 
 
 _SM_HANDLED = frozenset({xs.qname(xs.NS_SM, "r"), xs.qname(xs.NS_SM, "a")})
+_SM_ANSWER = re.compile(rb"<a [^>]*/>")
+
+
+class WebSocketProtocol(XmppProtocol):
+    """XMPP over WebSocket (RFC 7395) on one connection: the upgrade handshake (RFC 6455 §4), then
+    frames both ways (bench/wsframe.py). What XmppProtocol does with the bytes of a TCP stream is
+    done here with the text messages: the stream management counter and a byte sink get their
+    payloads joined (the markers and tags they scan for are inside the messages), the login's waits
+    get them parsed one message at a time. The server's pings are answered at once with pongs.
+
+    Ending (RFC 7395 §3.6), by close_websockets: our <close/> (`closing`), the server's <close/>
+    (`peer_closed`), then the WebSocket closing handshake (`close_sent`, the server's closing
+    frame: `decoder.closed`), after which the server closes the TCP connection (`lost`)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.upgraded = False
+        self._head = b""
+        self.decoder = wsframe.FrameDecoder()
+        self.messages = wsframe.MessageFramer()
+        self.pongs = 0  # the server's pings answered
+        self.closing = False  # our <close/> is out
+        self.peer_closed = False  # the server's <close/> came after ours
+        self.close_sent = False  # our closing frame is out
+        self.close_waiter: asyncio.Future[None] | None = None
+
+    # -- what the client writes ----------------------------------------------------------------
+
+    def stream_header(self, domain: str, from_jid: str = "") -> bytes:
+        return wsframe.ws_open(domain, from_jid)
+
+    def frame(self, element: bytes) -> bytes:
+        return wsframe.client_frame(wsframe.qualified(element))
+
+    def stream_end(self, final: bytes) -> bytes:
+        if self.close_sent:
+            return b""
+        self.close_sent = True
+        out = b"".join(self.frame(a) for a in _SM_ANSWER.findall(final))
+        return out + (b"" if self.closing else self.frame(wsframe.WS_CLOSE)) + wsframe.close_frame()
+
+    # -- what the server sends -----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded:
+            self._head += data
+            try:
+                done, data = wsframe.parse_handshake_response(self._head, self.key)
+            except wsframe.WebSocketError as exc:
+                if not self.handshake.done():
+                    self.handshake.set_exception(exc)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            if not done:
+                return
+            self.upgraded = True
+            self._head = b""
+            if not self.handshake.done():
+                self.handshake.set_result(None)
+            if not data:
+                return
+        decoder = self.decoder
+        try:
+            messages = decoder.feed(data)
+        except wsframe.WebSocketError as exc:  # a client fails the connection (RFC 6455 §7.1.7)
+            self.error = exc
+            if self.transport is not None:
+                self.transport.abort()
+            self._wake()
+            return
+        if decoder.pings:
+            if self.transport is not None and not self.close_sent:
+                self.transport.write(b"".join(wsframe.pong_frame(p) for p in decoder.pings))
+            self.pongs += len(decoder.pings)
+            decoder.pings.clear()
+        if messages:
+            self._messages(messages)
+        if decoder.closed:
+            self._closed_by_server()
+
+    def _messages(self, messages: list[bytes]) -> None:
+        if self.closing and not self.peer_closed and any(wsframe.is_close(m) for m in messages):
+            self.peer_closed = True
+            self._wake_closer()
+        data = messages[0] if len(messages) == 1 else b"".join(messages)
+        sm = self.sm
+        if sm is not None:
+            answers = sm.feed(data)
+            if answers and self.transport is not None:
+                self.transport.write(b"".join(self.frame(a) for a in _SM_ANSWER.findall(answers)))
+        if self.sink is not None:
+            self.sink(data)
+            return
+        try:
+            events = self.messages.feed_messages(messages)
+        except xs.StreamError as exc:
+            self.error = exc
+            events = []
+        if sm is not None:
+            events = [ev for ev in events if not (isinstance(ev, etree._Element) and ev.tag in _SM_HANDLED)]
+        self.events.extend(events)
+        self._wake()
+
+    def _closed_by_server(self) -> None:
+        """The server's closing frame: answered with ours (RFC 6455 §5.5.1), unless it answers ours;
+        the server then closes the TCP connection."""
+        if self.transport is not None and not self.close_sent:
+            self.close_sent = True
+            code = self.decoder.close_code
+            self.transport.write(wsframe.close_frame(code if code is not None and code != 1005 else 1000))
+        if self.sink is None:
+            self.events.append(xs.StreamClosed())  # a wait sees the stream end
+        self._wake()
+        self._wake_closer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectionError("connection closed during the WebSocket handshake"))
+        super().connection_lost(exc)
+        self._wake_closer()
+
+    def _wake_closer(self) -> None:
+        if self.close_waiter is not None and not self.close_waiter.done():
+            self.close_waiter.set_result(None)
 
 
 @dataclass
@@ -172,11 +318,15 @@ class Session:
         return self.proto.sm
 
     def send(self, data: bytes) -> None:
-        """Writes data; with stream management on, counts its stanzas and adds the <r/> due."""
-        sm = self.proto.sm
+        """Writes data (over WebSocket: one element); with stream management on, counts its stanzas
+        and adds the <r/> due."""
+        proto = self.proto
+        sm = proto.sm
+        out = proto.frame(data)
         if sm is not None and sm.enabled:
-            data += sm.sent_stanzas(xs.count_stanzas(data))
-        self.transport.write(data)
+            due = sm.sent_stanzas(xs.count_stanzas(data)).count(xs.SM_REQUEST)
+            out += proto.frame(xs.SM_REQUEST) * due
+        self.transport.write(out)
 
     async def recv(self, deadline: float | None = None) -> xs.Event:
         """The next stream event, by `deadline` (loop time; default: the target's timeout from now)."""
@@ -225,7 +375,7 @@ class Session:
             with contextlib.suppress(Exception):
                 # Acknowledge everything first: a server hands unacknowledged messages on (to offline
                 # storage, where the next scenario's logins would meet them) when a stream ends.
-                self.proto.transport.write(sm.final_answer() + xs.STREAM_END if sm and sm.enabled else xs.STREAM_END)
+                self.proto.transport.write(self.proto.stream_end(sm.final_answer() if sm and sm.enabled else b""))
             self.proto.transport.close()
 
 
@@ -241,7 +391,8 @@ def _local_addr(target: Target) -> tuple[str, int] | None:
 async def open_stream(session: Session, from_jid: str = "") -> etree._Element:
     """Sends a stream header, returns <stream:features/>."""
     session.proto.framer = xs.Framer()
-    session.send(xs.stream_header(session.target.domain, from_jid))
+    # Over WebSocket <open/>: no stream restart at the TCP level after SASL either (RFC 7395 §3.4).
+    session.send(session.proto.stream_header(session.target.domain, from_jid))
     ev = await session.recv()
     if not isinstance(ev, xs.StreamOpened):
         raise LoginError("expected a stream header")
@@ -252,6 +403,8 @@ async def open_stream(session: Session, from_jid: str = "") -> etree._Element:
 
 
 async def connect(target: Target, ssl_ctx: ssl.SSLContext | None) -> Session:
+    if target.transport == "websocket":
+        return await connect_websocket(target, ssl_ctx)
     loop = asyncio.get_running_loop()
     direct = target.tls == "direct"
     _, proto = await loop.create_connection(
@@ -263,6 +416,74 @@ async def connect(target: Target, ssl_ctx: ssl.SSLContext | None) -> Session:
         local_addr=_local_addr(target),
     )
     return Session(target, proto)
+
+
+async def connect_websocket(target: Target, ssl_ctx: ssl.SSLContext | None) -> Session:
+    """TCP (and TLS for wss://, target.tls "direct"), then the WebSocket upgrade with the `xmpp`
+    subprotocol. NotOffered if the server answers the upgrade with anything but 101."""
+    loop = asyncio.get_running_loop()
+    secure = target.tls == "direct"
+    key = base64.b64encode(os.urandom(16)).decode()
+    _, proto = await loop.create_connection(
+        lambda: WebSocketProtocol(key),
+        target.host,
+        target.port,
+        ssl=ssl_ctx if secure else None,
+        server_hostname=target.domain if secure else None,
+        local_addr=_local_addr(target),
+    )
+    session = Session(target, proto)
+    host = f"{target.domain}:{target.port}"  # the XMPP domain: Prosody picks its virtual host by it
+    session.transport.write(wsframe.handshake_request(host, target.ws_path, key))
+    try:
+        async with asyncio.timeout(target.timeout):
+            await proto.handshake
+    except wsframe.HandshakeRefused as exc:
+        session.transport.close()
+        scheme = "wss" if secure else "ws"
+        raise NotOffered(f"no XMPP over WebSocket at {scheme}://{host}{target.ws_path}: {exc}") from exc
+    except BaseException:
+        session.transport.close()
+        raise
+    return session
+
+
+async def close_websockets(sessions: list[Session], limit_s: float) -> Counter[str]:
+    """Ends WebSocket sessions as RFC 7395 §3.6 has it, all at once, bounded by limit_s: our
+    <close/>, the server's <close/>, our closing frame, the server's closing frame and its closing
+    of the connection. Returns how many sessions got each step from the server ("close_answered",
+    "close_frames", "closed_by_server"); what is still open at the deadline is closed anyway."""
+    protos = [s.proto for s in sessions if isinstance(s.proto, WebSocketProtocol)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+
+    async def until(done: Callable[[WebSocketProtocol], bool]) -> None:
+        for p in protos:
+            while not done(p) and not p.lost and loop.time() < deadline:
+                p.close_waiter = loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await p.close_waiter
+                p.close_waiter = None
+
+    for p in protos:
+        if p.transport is not None and not p.lost and not p.close_sent:
+            p.closing = True
+            p.transport.write(p.frame(wsframe.WS_CLOSE))
+    await until(lambda p: p.peer_closed or p.decoder.closed)
+    for p in protos:
+        if p.transport is not None and not p.lost and not p.close_sent:
+            p.close_sent = True
+            p.transport.write(wsframe.close_frame())
+    await until(lambda p: False)  # until the server closes the connection
+    counts: Counter[str] = Counter(
+        close_answered=sum(p.peer_closed for p in protos),
+        close_frames=sum(p.decoder.closed for p in protos),
+        closed_by_server=sum(p.lost for p in protos),
+    )
+    for s in sessions:
+        s.close()
+    return counts
 
 
 async def starttls(session: Session, features: etree._Element, ssl_ctx: ssl.SSLContext) -> etree._Element:

@@ -32,7 +32,7 @@ WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
-SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-sm messages-archive messages-rate flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
+SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-sm messages-ws messages-archive messages-rate flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -62,6 +62,8 @@ loadgen() {
 
 # bench_target LABEL PORT TLS_PORT SERVER_PID DB_PID [extra loadgen args]
 # Runs $SCENARIOS against one started server; a failing scenario is logged and the next one runs.
+# WS_PORT (and WS_PATH, default /xmpp-websocket), set by the caller for a server with XMPP over
+# WebSocket on TLS: the messages-ws endpoint; without WS_PORT messages-ws records "not offered".
 bench_target() {
     local label=$1 port=$2 tls_port=$3 spid=$4 dbpid=$5
     shift 5
@@ -90,6 +92,10 @@ bench_target() {
         # As messages, with XEP-0198 stream management (resumption, acks both ways) on every session.
         messages-sm) loadgen "${common[@]}" --scenario messages-sm --pairs "$PAIRS" --duration "$DURATION" \
             --workers "$WORKERS" --param archive=off ;;
+        # As messages, over XMPP over WebSocket (RFC 7395) on the server's HTTPS port (wss://).
+        messages-ws) loadgen "${common[@]}" --scenario messages-ws --ws-port "${WS_PORT:-0}" \
+            --ws-path "${WS_PATH:-/xmpp-websocket}" --pairs "$PAIRS" --duration "$DURATION" --workers "$WORKERS" \
+            --param archive=off ;;
         messages-archive) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \
             --duration "$DURATION" --workers "$WORKERS" --param archive=on ;;
         messages-rate) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --rate "$RATE" \

@@ -6,7 +6,8 @@
 Prints one JSON record per scenario on stdout (and appends it to --json-out), then a Markdown table.
 Scenarios: prime (fill the client key cache), logins, logins-pep (clients with caps that publish
 their OMEMO device list), messages (1:1; --rate for fixed rate), messages-sm (the same with XEP-0198
-stream management on every session), idle, idle-sm (with stream management), muc, mam, cross-node
+stream management on every session), messages-ws (the same over XMPP over WebSocket, RFC 7395, on
+--ws-port), idle, idle-sm (with stream management), muc, mam, cross-node
 (needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency
 without and with one more session flooding iq pings).
 See bench/README.md for what each one measures.
@@ -36,13 +37,14 @@ from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default
 from bench.scram import HASHES, KeyCache
 from bench.stats import summarize_us
 
-SHARDABLE = {"prime", "logins", "logins-pep", "messages", "messages-sm", "cross-node"}
+SHARDABLE = {"prime", "logins", "logins-pep", "messages", "messages-sm", "messages-ws", "cross-node"}
 RATE_KEYS = {
     "prime": ("accounts", "accounts/s"),
     "logins": ("logins", "logins/s"),
     "logins-pep": ("logins", "logins/s"),
     "messages": ("delivered", "msg/s"),
     "messages-sm": ("delivered", "msg/s"),
+    "messages-ws": ("delivered", "msg/s"),
     "cross-node": ("delivered", "msg/s"),
     "muc": ("deliveries", "deliveries/s"),
     "mam": ("queries", "queries/s"),
@@ -61,6 +63,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--password", default="bench-pass")
     a("--mechanism", default="SCRAM-SHA-256", choices=[*sorted(HASHES), "none"], help="none: the floor")
     a("--tls", default="starttls", choices=["starttls", "direct", "none"])
+    a("--ws-port", type=int, default=0, help="messages-ws: the server's WebSocket port (0: it has none)")
+    a("--ws-path", default="/xmpp-websocket", help="messages-ws: the WebSocket endpoint's path")
+    a("--ws-scheme", default="wss", choices=["wss", "ws"], help="messages-ws: wss (TLS) or ws (plain)")
     a("--server-pid", default="", help="server pid(s), comma-separated; descendants are included")
     a("--db-pid", default="", help="database pid(s), reported separately")
     a("--scenario", default="logins", help="comma-separated: " + ",".join(SCENARIOS))
@@ -106,6 +111,7 @@ def options_from(args: argparse.Namespace) -> Options:
         pairs=args.pairs, body_size=args.body_size, occupants=args.occupants, senders=args.senders,
         mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
         flood_seconds=args.flood_seconds, monitor_interval=args.monitor_interval,
+        ws_port=args.ws_port, ws_path=args.ws_path, ws_scheme=args.ws_scheme,
     )  # fmt: skip
 
 
@@ -302,6 +308,7 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
         "messages": ["pairs", "rate", "window", "duration", "body_size", "workers"],
         "messages-sm": ["pairs", "rate", "window", "duration", "body_size", "workers"],
+        "messages-ws": ["pairs", "rate", "window", "duration", "body_size", "workers", "ws_port", "ws_path"],
         "cross-node": ["pairs", "rate", "window", "duration", "peer_port"],
         "idle": ["count", "concurrency", "settle"],
         "idle-sm": ["count", "concurrency", "settle"],
@@ -311,6 +318,8 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     params = {k: getattr(args, k) for k in by_scenario.get(name, [])}
     params.update(common)
+    if name == "messages-ws":  # the TLS is the WebSocket's (wss://), not STARTTLS on the c2s port
+        params.update(transport="websocket", tls="wss" if args.ws_scheme == "wss" else "none")
     params.update(dict(p.split("=", 1) for p in args.param))
     return params
 
@@ -346,6 +355,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     notes = [flood_note(r) for r in records if r["scenario"] == "flood" and "skipped" not in r]
     notes += [sm_note(r) for r in records if "skipped" not in r and "sm_sessions" in r.get("results", {})]
+    notes += [ws_note(r) for r in records if "skipped" not in r and "ws_sessions" in r.get("results", {})]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -389,6 +399,23 @@ def sm_note(r: dict[str, Any]) -> str:
         f"{n('sm_server_answers')}; stanzas sent {n('sm_stanzas_sent')}, received {n('sm_stanzas_received')}, "
         f"received but not acknowledged at the end {n('sm_unacked_at_end')}; "
         + (f"mismatches: {problems}" if problems else "no mismatch")
+    )
+
+
+def ws_note(r: dict[str, Any]) -> str:
+    """The WebSocket sessions' own figures (messages-ws): pings, and how the streams ended (RFC 7395 §3.6)."""
+    res = r.get("results", {})
+
+    def n(key: str) -> str:
+        return f"{res.get(key, 0):,.0f}"
+
+    return (
+        f"- {r['target']}: {r['scenario']}: {n('ws_sessions')} WebSocket sessions "
+        f"({r['params'].get('tls')}, path {r['params'].get('ws_path')}), {n('ws_frames_received')} frames received, "
+        f"{n('ws_server_pings')} server pings answered, {n('ws_closed_early')} closed by the server during the run, "
+        f"{n('ws_protocol_errors')} failed on a frame breaking RFC 6455; "
+        f"at the end the server answered <close/> on {n('ws_close_answered')}, sent its closing frame on "
+        f"{n('ws_close_frames')} and closed the connection on {n('ws_closed_by_server')}"
     )
 
 

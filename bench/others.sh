@@ -8,13 +8,16 @@
 #   bench/others.sh start prosody|ejabberd       setup and start one, leave it running
 #   bench/others.sh stop                        stop whatever this script started
 #
-# Ports: Prosody c2s 15222 (Direct TLS 15223), ejabberd c2s 25222 (Direct TLS 25223).
+# Ports: Prosody c2s 15222 (Direct TLS 15223), ejabberd c2s 25222 (Direct TLS 25223); XMPP over
+# WebSocket (messages-ws) on HTTPS at /xmpp-websocket: Prosody 15281, ejabberd 25281.
 # State under bench/out/{prosody,ejabberd}; PostgreSQL is bench/pg.sh's private cluster.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PROSODY_PORT=15222
 EJABBERD_PORT=25222
+PROSODY_HTTPS_PORT=15281
+EJABBERD_HTTPS_PORT=25281
 PROSODY_STORAGE="${PROSODY_STORAGE:-sql}"   # sql (PostgreSQL) or internal (files)
 P="$OUT/prosody"
 E="$OUT/ejabberd"
@@ -55,7 +58,7 @@ hash_name() { [ "$MECH" = SCRAM-SHA-1 ] && echo "$1" || echo "$2"; }
 prosody_setup() {
     mkdir -p "$P/data" "$P/certs"
     "$PY" -m bench.render "$HERE/templates/prosody.cfg.lua" "$P/prosody.cfg.lua" OUT="$OUT" DOMAIN="$DOMAIN" \
-        C2S_PORT=$PROSODY_PORT C2S_TLS_PORT=$((PROSODY_PORT + 1)) PG_PORT="$PG_PORT" \
+        C2S_PORT=$PROSODY_PORT C2S_TLS_PORT=$((PROSODY_PORT + 1)) HTTPS_PORT=$PROSODY_HTTPS_PORT PG_PORT="$PG_PORT" \
         STORAGE="$PROSODY_STORAGE" PASSWORD_HASH="$(hash_name SHA-1 SHA-256)"
     local prov=(--prefix u --password "$PASSWORD" --mechanism "$MECH" --roster-pool "$ROSTER_POOL")
     if [ "$PROSODY_STORAGE" = sql ]; then
@@ -104,7 +107,7 @@ prosody_run() {
     restart_server() { prosody_restart; }
     local ver
     ver=$(dpkg-query -W -f='${Version}' prosody)
-    bench_target "prosody $ver ($PROSODY_STORAGE)" $PROSODY_PORT $((PROSODY_PORT + 1)) \
+    WS_PORT=$PROSODY_HTTPS_PORT WS_PATH=/xmpp-websocket bench_target "prosody $ver ($PROSODY_STORAGE)" $PROSODY_PORT $((PROSODY_PORT + 1)) \
         "$(cat "$P/run.pid")" "$("$HERE/pg.sh" pid)"
     prosody_stop
 }
@@ -114,7 +117,7 @@ prosody_run() {
 ejabberd_setup() {
     mkdir -p "$E/logs" "$E/spool"
     "$PY" -m bench.render "$HERE/templates/ejabberd.yml" "$E/ejabberd.yml" OUT="$OUT" DOMAIN="$DOMAIN" \
-        C2S_PORT=$EJABBERD_PORT C2S_TLS_PORT=$((EJABBERD_PORT + 1)) PG_PORT="$PG_PORT" \
+        C2S_PORT=$EJABBERD_PORT C2S_TLS_PORT=$((EJABBERD_PORT + 1)) HTTPS_PORT=$EJABBERD_HTTPS_PORT PG_PORT="$PG_PORT" \
         SCRAM_HASH="$(hash_name sha sha256)"
     cp "$HERE/templates/ejabberdctl.cfg" "$E/ejabberdctl.cfg"
     printf '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n' >"$E/inetrc"
@@ -155,7 +158,7 @@ ejabberd_run() {
     restart_server() { ejabberd_restart; }
     local ver
     ver=$(dpkg-query -W -f='${Version}' ejabberd)
-    bench_target "ejabberd $ver (pgsql)" $EJABBERD_PORT $((EJABBERD_PORT + 1)) \
+    WS_PORT=$EJABBERD_HTTPS_PORT WS_PATH=/xmpp-websocket bench_target "ejabberd $ver (pgsql)" $EJABBERD_PORT $((EJABBERD_PORT + 1)) \
         "$(cat "$E/beam.pid")" "$("$HERE/pg.sh" pid)"
     ejabberd_stop
 }

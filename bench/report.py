@@ -90,6 +90,10 @@ def _sm_msg(r: Record) -> bool:
     return r["scenario"] == "messages-sm" and not float(_p(r, "rate") or 0) > 0
 
 
+def _ws_msg(r: Record) -> bool:
+    return r["scenario"] == "messages-ws" and not float(_p(r, "rate") or 0) > 0
+
+
 def _sm_acks(r: Record) -> str:
     res = r.get("results", {})
 
@@ -159,6 +163,18 @@ METRICS = [
         compare=False,
         describe=_sm_acks,
     ),
+    Metric("1:1 msg/s over WebSocket (TLS)", _ws_msg, _rate),
+    Metric(
+        "WebSocket / TCP msg/s (same server)",
+        _ws_msg,
+        _rate,
+        digits=2,
+        compare=False,
+        baseline=_msg("off", False),
+        against=lambda ws, tcp: ws / tcp,
+    ),
+    Metric("server CPU % during 1:1 max over WebSocket", _ws_msg, _cpu("server_cpu_pct"), compare=False),
+    Metric("load generator CPU % during 1:1 max over WebSocket", _ws_msg, _cpu("loadgen_cpu_pct"), compare=False),
     Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
     Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
     Metric("flood: monitor p99 ms, no flood (a pair, 1 msg / 20 ms each)", _FLOOD, _res("baseline_p99_ms"), False, 2),

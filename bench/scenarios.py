@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from lxml import etree
 
-from bench import pep
+from bench import pep, wsframe
 from bench import stream as xs
 from bench.client import (
     Account,
@@ -30,8 +30,10 @@ from bench.client import (
     NotOffered,
     Session,
     Target,
+    WebSocketProtocol,
     authenticate,
     client_ssl_context,
+    close_websockets,
     connect,
     login,
     open_stream,
@@ -68,6 +70,23 @@ class Options:
     resource: str = "bench"
     flood_seconds: float = 30.0  # flood: longest flood; it ends earlier when the server closes the flooder
     monitor_interval: float = 0.02  # flood: each monitor session sends one message every this many seconds
+    # messages-ws: XMPP over WebSocket (RFC 7395) at {ws_scheme}://{domain}:{ws_port}{ws_path}; 0: none
+    ws_port: int = 0
+    ws_path: str = "/xmpp-websocket"
+    ws_scheme: str = "wss"  # or "ws" (no TLS)
+
+
+def websocket_target(opt: Options) -> Target:
+    """The target's WebSocket endpoint: wss:// is TLS from the first byte, as Direct TLS is."""
+    return Target(
+        **{
+            **opt.target.__dict__,
+            "port": opt.ws_port,
+            "tls": "direct" if opt.ws_scheme == "wss" else "none",
+            "transport": "websocket",
+            "ws_path": opt.ws_path,
+        }
+    )
 
 
 class Meter(Protocol):
@@ -406,9 +425,16 @@ class PairTraffic:
         self.refilling = opt.rate <= 0
         # Stream management (messages-sm): each sender's counter adds a <r/> after every 5th stanza.
         self.sm = [s.sm if s.sm is not None and s.sm.enabled else None for s in sessions]
+        # XMPP over WebSocket (messages-ws): each message is a frame of its own, and declares its
+        # namespace (RFC 7395 §3.3.3).
+        self.ws = [isinstance(s.proto, WebSocketProtocol) for s in sessions]
+        if any(self.ws[k] and self.sm[k] is not None for k in range(len(sessions))):
+            raise ValueError("stream management over WebSocket is not done here: <r/> would need frames of its own")
         pad = ("x" * max(0, opt.body_size - 25)).encode()
         self.heads = [
-            f"<message to='{sessions[k ^ 1].jid}' type='{msg_type}'><body>bt:".encode() for k in range(len(sessions))
+            f"<message{wsframe.CLIENT_XMLNS.decode() if self.ws[k] else ''} to='{sessions[k ^ 1].jid}' "
+            f"type='{msg_type}'><body>bt:".encode()
+            for k in range(len(sessions))
         ]
         self.tail = b":" + pad + b"</body></message>"
         for k, s in enumerate(sessions):
@@ -441,8 +467,12 @@ class PairTraffic:
         stamp = str(time.monotonic_ns()).encode()
         msg = self.heads[k] + stamp + self.tail
         sm = self.sm[k]
-        # One write per burst, as a pipelining client.
-        self.sessions[k].transport.write(msg * room if sm is None else sm.burst(msg, room))
+        # One write per burst, as a pipelining client; over WebSocket one frame per message (masked
+        # with the zero key: the payload goes as it is).
+        if self.ws[k]:
+            self.sessions[k].transport.write(wsframe.client_frame(msg) * room)
+        else:
+            self.sessions[k].transport.write(msg * room if sm is None else sm.burst(msg, room))
         self.outstanding[k] += room
         self.sent += room
 
@@ -458,6 +488,8 @@ class PairTraffic:
                 intended = start + int(j * 1e9 / rate)
                 msg = self.heads[s] + str(intended).encode() + self.tail
                 sm = self.sm[s]
+                if self.ws[s]:
+                    msg = wsframe.client_frame(msg)
                 self.sessions[s].transport.write(msg if sm is None else sm.burst(msg, 1))
                 self.outstanding[s] += 1
             self.sent += due - k
@@ -484,13 +516,32 @@ async def run_messages_sm(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     return await _messages(ctx, meter, shard, Outcome(), stream_management=True)
 
 
+async def run_messages_ws(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """messages over XMPP over WebSocket (RFC 7395): every session connects to the server's
+    WebSocket endpoint (wss:// by default), logs in as over TCP (SCRAM, then a new <open/>), and
+    sends one message per frame; at the end each session closes as §3.6 has it."""
+    opt = ctx[0]
+    out = Outcome()
+    if not opt.ws_port:
+        out.info["not_offered"] = f"no WebSocket endpoint for {opt.target.domain} (--ws-port)"
+        await _not_offered(meter, out, {})
+        return out
+    return await _messages(ctx, meter, shard, out, target=websocket_target(opt))
+
+
 async def _messages(
-    ctx: Context, meter: Meter, shard: Shard, out: Outcome, *, stream_management: bool = False
+    ctx: Context,
+    meter: Meter,
+    shard: Shard,
+    out: Outcome,
+    *,
+    stream_management: bool = False,
+    target: Target | None = None,
 ) -> Outcome:
     opt = ctx[0]
     numbers = shard.take(list(range(opt.first, opt.first + 2 * opt.pairs)))
     numbers = numbers[: len(numbers) // 2 * 2]
-    targets = None
+    targets = [target] if target is not None else None
     if opt.peer_port:
         # Cross-node: even sessions on the target node, odd ones on the peer, so every message crosses.
         targets = [opt.target, Target(**{**opt.target.__dict__, "port": opt.peer_port})]
@@ -521,8 +572,30 @@ async def _messages(
     if stream_management:
         await _final_acks(ordered, opt.target.timeout)
         sm_summary(ordered, out, final=True)
+    if target is not None and target.transport == "websocket":
+        ws_summary(ordered, out)
+        closing = await close_websockets(list(sessions.values()), opt.target.timeout)
+        out.counts.update({f"ws_{k}": v for k, v in closing.items()})
     close_all(sessions)
     return out
+
+
+def ws_summary(sessions: list[Session], out: Outcome) -> None:
+    """The WebSocket sessions' counts: sessions, frames received, the server's pings answered."""
+    protos = [s.proto for s in sessions if isinstance(s.proto, WebSocketProtocol)]
+    out.counts["ws_sessions"] = len(protos)
+    out.counts["ws_frames_received"] = sum(p.decoder.frames for p in protos)
+    out.counts["ws_server_pings"] = sum(p.pongs for p in protos)
+    # A closing frame before ours: the server ended the WebSocket during the run.
+    early = [p.decoder for p in protos if p.decoder.closed and not p.closing]
+    out.counts["ws_closed_early"] = len(early)
+    if early:
+        out.error(ConnectionError(f"server closed {len(early)} WebSockets, first with {early[0].close_code}"))
+    # Frames a client must fail the connection on (RFC 6455 §5.1-5.5): a masked one, reserved bits...
+    failed = [p.error for p in protos if p.error is not None]
+    out.counts["ws_protocol_errors"] = len(failed)
+    if failed:
+        out.error(failed[0])
 
 
 async def _max_window(traffic: PairTraffic, meter: Meter, out: Outcome) -> None:
@@ -1190,6 +1263,7 @@ SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outco
     "logins-pep": run_logins_pep,
     "messages": run_messages,
     "messages-sm": run_messages_sm,
+    "messages-ws": run_messages_ws,
     "idle": run_idle,
     "idle-sm": run_idle_sm,
     "muc": run_muc,

@@ -2,12 +2,18 @@
 # xmppd under the benchmark: config from bench/templates/xmppd.toml, accounts and rosters through
 # bench/xmppd_provision.py, server pinned to CPU $SERVER_CPU, then $SCENARIOS.
 #   bench/xmppd.sh [run|setup|start [CONFIG]|stop]
-# Ports: c2s 35222, Direct TLS 35223. XMPPD_STORAGE=postgresql (default, bench/pg.sh's cluster) or sqlite.
+# Ports: c2s 35222, Direct TLS 35223; HTTP 35280 and HTTPS 35281 (XMPP over WebSocket at /xmpp-websocket:
+# messages-ws on wss://). XMPPD_STORAGE=postgresql (default, bench/pg.sh's cluster) or sqlite.
 # The xmppd-specific commands are all in this file and the two it names: adapt them if xmppd changes.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PORT=35222
+HTTP_PORT=35280
+HTTPS_PORT=35281
+# messages-ws: wss://127.0.0.1:$WS_PORT$WS_PATH (read by lib.sh's bench_target)
+WS_PORT=$HTTPS_PORT
+WS_PATH=/xmpp-websocket
 X="$OUT/xmppd"
 CFG="$OUT/xmppd.toml"
 XMPPD_STORAGE="${XMPPD_STORAGE:-postgresql}"
@@ -25,7 +31,8 @@ render() {  # render OUT LIMITS MODULES...   (LIMITS: [c2s] rate-limit lines, em
     local out=$1 limits=$2
     shift 2
     "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$out" OUT="$OUT" DOMAIN="$DOMAIN" \
-        C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE" \
+        C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) HTTP_PORT=$HTTP_PORT HTTP_TLS_PORT=$HTTPS_PORT \
+        PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE" \
         MODULES="$(toml_list "$@")" C2S_LIMITS="$limits"
 }
 
@@ -50,6 +57,12 @@ start() {  # start [CONFIG]
     (cd "$ROOT" && exec taskset -c "$SERVER_CPU" "$PY" -m xmppd --config "$cfg" serve) >"$X/stdout.log" 2>&1 &
     if ! wait_port_pid $PORT 30 >"$X/run.pid"; then
         log "xmppd did not open port $PORT; its output:"
+        tail -20 "$X/stdout.log" >&2
+        return 1
+    fi
+    # The HTTP side starts after the c2s listeners.
+    if ! wait_port_pid $HTTPS_PORT 30 >/dev/null; then
+        log "xmppd did not open its HTTPS port $HTTPS_PORT; its output:"
         tail -20 "$X/stdout.log" >&2
         return 1
     fi

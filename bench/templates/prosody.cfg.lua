@@ -2,8 +2,9 @@
 -- Loopback only, non-default ports, everything under $OUT/prosody. Features comparable to xmppd's
 -- bench config: TLS (STARTTLS optional so the plain idle test can run), SCRAM with stored keys only,
 -- roster, presence, ping, carbons, PEP (mod_pep is not loaded unless listed), stream management
--- (mod_smacks, XEP-0198: in Prosody since 0.12, not loaded unless listed; its defaults kept), MAM on
--- one host, MUC with archive.
+-- (mod_smacks, XEP-0198: in Prosody since 0.12, not loaded unless listed; its defaults kept), XMPP
+-- over WebSocket (mod_websocket, RFC 7395, in Prosody since 0.10: on the HTTPS port only, loopback,
+-- at /xmpp-websocket), MAM on one host, MUC with archive.
 run_as_root = true
 pidfile = "$OUT/prosody/prosody.pid"
 data_path = "$OUT/prosody/data"
@@ -14,10 +15,14 @@ c2s_ports = { $C2S_PORT }
 c2s_direct_tls_ports = { $C2S_TLS_PORT }
 s2s_ports = { }
 component_ports = { }
+-- HTTP: only HTTPS for XMPP over WebSocket (messages-ws; the global ssl certificate), none plain.
 http_ports = { }
-https_ports = { }
+https_ports = { $HTTPS_PORT }
+http_interfaces = { "127.0.0.1" }
+https_interfaces = { "127.0.0.1" }
+http_paths = { websocket = "/xmpp-websocket" }
 admin_socket = "$OUT/prosody/admin.sock"
-modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "carbons"; "pep"; "smacks"; "posix" }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "carbons"; "pep"; "smacks"; "websocket"; "posix" }
 modules_disabled = { "s2s"; "offline" }
 c2s_require_encryption = false
 allow_registration = false
