@@ -31,7 +31,11 @@ OPTIONS = {"smacks": {"request_every": 3, "max_queue": 20}}
 
 
 def sent(n: int) -> Sent:
-    return Sent(f"<message id='{n}'/>".encode(), 0.0)
+    return (f"<message id='{n}'/>".encode(), 0.0)
+
+
+def queued(unacked: Unacked) -> list[bytes]:
+    return [data for data, _at in unacked.queue]
 
 
 def test_acknowledging_takes_the_oldest_stanzas_and_counts_wrap() -> None:
@@ -40,10 +44,26 @@ def test_acknowledging_takes_the_oldest_stanzas_and_counts_wrap() -> None:
     for n in range(4):
         unacked.add(sent(n))
     assert unacked.sent == 2  # 2^32 - 2 + 4, modulo 2^32
-    assert [entry.data for entry in unacked.acknowledge(MODULO - 1)] == [b"<message id='0'/>"]
-    assert [entry.data for entry in unacked.acknowledge(1)] == [b"<message id='1'/>", b"<message id='2'/>"]
-    assert unacked.acknowledge(1) == []  # the same h again acknowledges nothing new
-    assert len(unacked.queue) == 1
+    unacked.acknowledge(MODULO - 1)
+    assert queued(unacked) == [b"<message id='1'/>", b"<message id='2'/>", b"<message id='3'/>"]
+    unacked.acknowledge(1)
+    assert queued(unacked) == [b"<message id='3'/>"]
+    unacked.acknowledge(1)  # the same h again acknowledges nothing new
+    assert queued(unacked) == [b"<message id='3'/>"]
+
+
+def test_offline_messages_are_marked_and_settled_on_their_acknowledgement() -> None:
+    unacked = Unacked()
+    deleted: list[str] = []
+    for n in range(5):
+        unacked.add(sent(n))
+    assert unacked.mark_stored(2, lambda: deleted.append("3 and 4"))  # the last two came from storage
+    assert unacked.left() == [sent(0), sent(1), sent(2)]  # nothing to hand on for the stored ones
+    assert unacked.acknowledge(4) == []
+    (settle,) = unacked.acknowledge(5)
+    settle()
+    assert deleted == ["3 and 4"] and unacked.left() == [] and not unacked.stored
+    assert not unacked.mark_stored(1, lambda: None)  # nothing waits any more
 
 
 def test_an_h_above_what_was_sent_or_going_back_is_refused() -> None:
@@ -173,7 +193,7 @@ async def test_acknowledgements_both_ways(h: Harness) -> None:
     # The server asks after request_every (3) unacknowledged stanzas, right after the third.
     assert names(received) == ["message", "message", "message", "r", "message"]
     await nonza(h, stream, "a", alice.session, {"h": "3"})
-    assert [entry.data.count(b"<body>3</body>") for entry in unacked(alice).queue] == [1]
+    assert [data.count(b"<body>3</body>") for data in queued(unacked(alice))] == [1]
 
 
 async def test_an_h_above_what_was_sent_ends_the_stream(h: Harness) -> None:

@@ -121,48 +121,69 @@ class HandledCountTooHigh(Exception):
     """An acknowledgement of more stanzas than were sent (§5)."""
 
 
-class Sent:
-    """One stanza written to the client: its serialisation (with its `to`, all that handing it on
-    needs: its element is let go at once, as without stream management), when it was sent, and
-    what is due on its acknowledgement."""
-
-    __slots__ = ("at", "data", "on_ack", "stored")
-
-    def __init__(self, data: bytes, at: float) -> None:
-        self.data = data
-        self.at = at
-        self.stored = False  # a copy is still in offline storage: nothing to hand on if unacknowledged
-        self.on_ack: Callable[[], object] | None = None
+# A stanza written to the client: its serialisation (with its `to`: all that handing it on needs;
+# its element is let go at once, as without stream management) and when it was sent. A tuple:
+# one is made for every stanza.
+Sent = tuple[bytes, float]
 
 
 class Unacked:
     """What was sent and not yet acknowledged, and the counts of §4 (modulo 2^32). A list, not a
-    deque: it is short between acknowledgements, and an empty list costs a tenth of a deque."""
+    deque: it is short between acknowledgements, and an empty list costs a tenth of a deque.
 
-    __slots__ = ("acked", "queue", "sent", "since_request")
+    Entries are numbered from the first ever sent (`first` is the number of `queue[0]`), so that
+    the rare ones with something attached, offline messages, are found without a field on every
+    entry: `stored` (still in offline storage: nothing to hand on if unacknowledged) and `on_ack`
+    (what their acknowledgement does: delete them there)."""
+
+    __slots__ = ("acked", "first", "on_ack", "queue", "sent", "since_request", "stored")
 
     def __init__(self) -> None:
         self.queue: list[Sent] = []
+        self.first = 0
         self.sent = 0  # stanzas sent, modulo 2^32
         self.acked = 0  # the last h the client acknowledged
         self.since_request = 0  # stanzas sent since the last <r/>
+        self.stored: set[int] = set()
+        self.on_ack: dict[int, Callable[[], object]] = {}
 
     def add(self, entry: Sent) -> None:
         self.queue.append(entry)
         self.sent = (self.sent + 1) % MODULO
         self.since_request += 1
 
-    def acknowledge(self, h: int) -> list[Sent]:
-        """The stanzas `h` acknowledges, taken out of the queue; HandledCountTooHigh when `h`
-        says more than was sent (or is below an earlier h: counts never go back)."""
+    def acknowledge(self, h: int) -> list[Callable[[], object]]:
+        """Take the stanzas `h` acknowledges out of the queue; what is due on them. Raises
+        HandledCountTooHigh when `h` says more than was sent (or is below an earlier h: counts
+        never go back)."""
         queue = self.queue
         count = (h - self.acked) % MODULO
         if count > len(queue):
             raise HandledCountTooHigh(f"h={h} but {self.sent} sent")
         self.acked = h % MODULO
-        done = queue[:count]
         del queue[:count]
-        return done
+        first, self.first = self.first, self.first + count
+        if not self.stored and not self.on_ack:
+            return []
+        done = range(first, first + count)
+        self.stored.difference_update(done)
+        return [self.on_ack.pop(number) for number in done if number in self.on_ack]
+
+    def mark_stored(self, count: int, on_ack: Callable[[], object]) -> bool:
+        """The last `count` entries are offline messages still in storage; `on_ack` runs when the
+        last of them is acknowledged. False when none of them is waiting any more."""
+        end = self.first + len(self.queue)
+        start = max(end - count, self.first)
+        if start == end:
+            return False
+        self.stored.update(range(start, end))
+        self.on_ack[end - 1] = on_ack
+        return True
+
+    def left(self) -> list[Sent]:
+        """What was never acknowledged and is not in offline storage, oldest first."""
+        stored = self.stored
+        return [entry for number, entry in enumerate(self.queue, self.first) if number not in stored]
 
 
 # -- one managed session --------------------------------------------------------------------------
@@ -201,7 +222,7 @@ class Managed(Wrapper):
     def send(self, stanza: etree._Element | None, data: bytes) -> None:
         manager = self.manager
         unacked = self.unacked
-        unacked.add(Sent(data, manager.clock()))
+        unacked.add((data, manager.now))
         self.inner.send(stanza, data)
         if len(unacked.queue) > manager.max_queue:
             manager.overflowing(self)
@@ -239,10 +260,10 @@ class Managed(Wrapper):
         elif self.unacked.queue:
             self.ask()
 
-    def acknowledge(self, h: int) -> list[Sent]:
-        done = self.unacked.acknowledge(h)
+    def acknowledge(self, h: int) -> list[Callable[[], object]]:
+        due = self.unacked.acknowledge(h)
         self.outstanding = False
-        return done
+        return due
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -279,9 +300,16 @@ class StreamManagement:
         self.request_every: int = options["request_every"]
         self.request_after: float = options["request_after"]
         self.ack_timeout: float = options["ack_timeout"]
-        self.clock = mod.time  # when each stanza was sent: the delay stamp if it is handed on
+        # When each stanza was sent (the delay stamp if it is handed on), to the second: read for
+        # every stanza, so kept in an attribute a timer refreshes rather than asked of a clock.
+        self.now = mod.time()
+        self._tick()
         self.managed: dict[Session, Managed] = {}
         self.resumable: dict[str, Managed] = {}  # by resumption id
+
+    def _tick(self) -> None:
+        self.now = self.mod.time()
+        self.mod.call_later(1.0, self._tick)
 
     def _later(self, work: Awaitable[object]) -> None:
         """Start `work` from synchronous code (a timer, an output wrapper)."""
@@ -340,9 +368,8 @@ class StreamManagement:
             counts = {"h": str(h), "send-count": str(managed.unacked.sent)}
             too_high = element(f"{{{NS}}}handled-count-too-high", counts)
             raise StreamError("undefined-condition", "h is above the number of stanzas sent", too_high) from None
-        for entry in done:
-            if entry.on_ack is not None:
-                entry.on_ack()
+        for on_ack in done:
+            on_ack()
 
     def offline_handed(self, ev: HandedEvent) -> bool:
         """Offline messages written to a managed session are deleted once acknowledged. They are
@@ -351,13 +378,8 @@ class StreamManagement:
         managed = self.managed.get(ev.session)
         if managed is None:
             return False
-        handed = managed.unacked.queue[-len(ev.ids) :]
-        if not handed:  # acknowledged already
-            self._later(ev.delete())
-            return True
-        for entry in handed:
-            entry.stored = True
-        handed[-1].on_ack = lambda: self._later(ev.delete())
+        if not managed.unacked.mark_stored(len(ev.ids), lambda: self._later(ev.delete())):
+            self._later(ev.delete())  # acknowledged already
         return True
 
     # -- §5 hibernation and resumption ---------------------------------------------------------
@@ -401,8 +423,8 @@ class StreamManagement:
         ev.stream.adopt(session)
         resumed = element(f"{{{NS}}}resumed", {"previd": managed.id, "h": str(managed.handled)})
         ev.stream.send(etree.tostring(resumed))
-        for entry in managed.unacked.queue:  # §5: everything unacknowledged, again, in order
-            ev.stream.send(entry.data)
+        for data, _at in managed.unacked.queue:  # §5: everything unacknowledged, again, in order
+            ev.stream.send(data)
         if managed.unacked.queue:
             managed.ask()
         self.mod.log.info("resumed %s from %s", session.jid, ev.stream.address)
@@ -416,17 +438,15 @@ class StreamManagement:
             return
         managed.cancel_timer()
         self.resumable.pop(managed.id, None)
-        left = list(managed.unacked.queue)
+        left = managed.unacked.left()
         managed.unacked.queue.clear()
         await self._hand_on(ev.session, left)
 
     async def _hand_on(self, session: Session, left: Iterable[Sent]) -> None:
-        for entry in left:
-            if entry.stored:
-                continue
-            stanza = Stanza.parse(from_text(entry.data.decode()))
+        for data, at in left:
+            stanza = Stanza.parse(from_text(data.decode()))
             if stanza.kind == "message":
-                await self._deliver_again(session, stanza, entry.at)
+                await self._deliver_again(session, stanza, at)
             elif stanza.kind == "iq" and stanza.type in ("get", "set"):
                 error = StanzaError("service-unavailable", "the recipient went away before answering")
                 await self.mod.send(stanza.error_reply(error))
