@@ -146,6 +146,22 @@ class Client(slixmpp.ClientXMPP):
                 return presence
 
 
+class Clock:
+    """A server's clock (`running_server(clock=...)`): the real one, moved on by hand (expiry,
+    history by age, delay stamps)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @contextlib.asynccontextmanager
 async def running_server(
     storage: Storage,

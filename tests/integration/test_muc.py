@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 
 from storage import Storage
-from tests.integration.conftest import PASSWORD, TIMEOUT, Client, XmppServer, running_server
+from tests.integration.conftest import PASSWORD, TIMEOUT, Client, Clock, XmppServer, running_server
 from tests.integration.inbox import Inbox, Match, Stanza
 from tests.integration.rawclient import RawClient
 
@@ -66,21 +65,6 @@ FIELDS = {
 }
 
 new_form: Any = Form  # slixmpp's data form, untyped
-
-
-class Clock:
-    """The server's clock: the real one, moved on by hand (history by age, delay stamps)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from slixmpp.exceptions import IqError
 
 from components.upload.service import UploadService
 from storage import Storage
-from tests.integration.conftest import Client, XmppServer, running_server
+from tests.integration.conftest import Client, Clock, XmppServer, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -55,21 +54,6 @@ file_lifetime = {FILE_LIFETIME}
 ALICE = "alice@localhost"
 BOB = "bob@example.test"  # another host of the same server
 PLUGINS = ("xep_0363",)
-
-
-class Clock:
-    """The server's clock: the real one, moved on by hand."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
