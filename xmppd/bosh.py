@@ -49,7 +49,7 @@ Decisions where the XEPs are silent, or leave a choice:
   'maxpause' offered, 'pause' ignored), 'route' ignored, no 'accept' (no request compression).
 - 'polling' is advertised and not enforced: the overactivity rule bounds what a client may have
   outstanding, and its bytes are charged to the session's rate limits like TCP input.
-- `hold` is at most 1 and `requests` is 2 (both as §7.2 recommends); `wait` at most MAX_WAIT.
+- `hold` is at most 1 and `requests` is 2 (both as §7.2 recommends); `wait` at most `[http] bosh_max_wait`.
   A polling session (wait or hold 0) gets 2 x POLLING more seconds of inactivity (§12).
 - Clients that put stanzas in the httpbind namespace (no xmlns: XEP-0206's note on the <body/> wrapper) have them moved
   to jabber:client; elements we send without a namespace of their own (negotiation's bind result)
@@ -70,11 +70,11 @@ over plain HTTP from another address is refused with 403 (`channel`). A loopback
 a reverse proxy: its X-Forwarded-For names the client (the address the per-address limits count,
 as Prosody's trusted_proxies defaults do), and an X-Forwarded-Proto of "http" is refused too.
 
-Limits (module constants, until they are [http] options): MAX_WAIT 60 s, INACTIVITY
-60 s, POLLING 5 s, MAX_HOLD 1, REQUESTS 2, MAX_PENDING 4 MiB of output waiting for a client that
-stopped polling (past it the session ends with policy-violation, like a slow reader over TCP), and
-a body at most `[c2s] max_stanza_size` + BODY_SLACK bytes (a body is parsed as one element with
-the per-element limits of [c2s], its stanzas one level deeper than over TCP).
+Limits: `[http] bosh_max_wait` (60 s), `bosh_inactivity` (60 s) and `bosh_max_pending` (4 MiB of
+output waiting for a client that stopped polling; past it the session ends with policy-violation,
+like a slow reader over TCP); the constants POLLING 5 s, MAX_HOLD 1 and REQUESTS 2; and a body at
+most `[c2s] max_stanza_size` + BODY_SLACK bytes (a body is parsed as one element with the
+per-element limits of [c2s], its stanzas one level deeper than over TCP).
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ XML_NS = "http://www.w3.org/XML/1998/namespace"
 BODY_TAG = f"{{{BOSH_NS}}}body"
 # The highest BOSH version implemented (XEP-0124 §7.2: answered with the lower of it and the client's).
 VERSION = (1, 11)
+# The defaults of a Settings (what serve_bosh gives comes from [http]: bosh_max_wait,
+# bosh_inactivity, bosh_max_pending; config.py's HTTPConfig has the same defaults).
 MAX_WAIT = 60
 MAX_HOLD = 1
 REQUESTS = 2
@@ -954,5 +956,7 @@ class BoshService:
 
 def serve_bosh(server: Server, path: str) -> None:
     """Serve XEP-0206 on `path` of the HTTP side (named in host-meta, XEP-0156)."""
-    service = BoshService(server)
+    http = server.config.http
+    limits = Settings(max_wait=http.bosh_max_wait, inactivity=http.bosh_inactivity, max_pending=http.bosh_max_pending)
+    service = BoshService(server, limits)
     server.http.add_endpoint(BOSH_REL, path, service.handle, methods=("POST", "OPTIONS", "GET"))

@@ -101,6 +101,11 @@ class HTTPConfig:
     # Web pages (origins) besides the server's own hosts whose scripts may open XMPP over WebSocket
     # streams, e.g. ("https://chat.example.org",); ("*",) allows any. Clients without Origin may.
     websocket_origins: tuple[str, ...] = ()
+    # BOSH (XEP-0124): the longest a request is held, seconds without a request before a session
+    # counts as lost, output bytes kept for a client that stopped polling.
+    bosh_max_wait: int = 60
+    bosh_inactivity: int = 60
+    bosh_max_pending: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +426,9 @@ def _http(reader: _Reader) -> HTTPConfig:
         websocket_path=_path(reader, "websocket_path", "/xmpp-websocket"),
         bosh_path=_path(reader, "bosh_path", "/http-bind"),
         websocket_origins=_origins(reader),
+        bosh_max_wait=reader.integer("bosh_max_wait", 60, 1, 3600),
+        bosh_inactivity=reader.integer("bosh_inactivity", 60, 10, 3600),
+        bosh_max_pending=reader.integer("bosh_max_pending", 4 * 1024 * 1024, 64 * 1024),
     )
     reader.finish()
     return config

@@ -4,6 +4,8 @@ kept for a repeated rid, the window, overactivity, restart, terminate, errors, i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from lxml import etree
 
@@ -12,6 +14,7 @@ from xmppd.bosh import (
     XBOSH_NS,
     Body,
     BoshError,
+    BoshService,
     BoshSession,
     Limits,
     Settings,
@@ -21,9 +24,12 @@ from xmppd.bosh import (
     lookup,
     parse_body,
     qualify,
+    serve_bosh,
 )
+from xmppd.config import load_config
 from xmppd.errors import STREAM_ERRORS_NS, STREAMS_NS, StreamError
 from xmppd.framing import CLIENT_NS, Opening
+from xmppd.server import Server
 from xmppd.xml import StreamClosed, StreamOpened
 
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -447,3 +453,17 @@ def test_only_https_or_this_machine_may_carry_a_stream(
     remote: str | None, secure: bool, headers: dict[str, str], expected: tuple[bool, str]
 ) -> None:
     assert channel(remote, secure, headers) == expected
+
+
+def test_the_http_config_sets_what_sessions_are_granted(tmp_path: Path) -> None:
+    config = tmp_path / "xmppd.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path}"\n'
+        "[http]\nbosh_max_wait = 20\nbosh_inactivity = 30\nbosh_max_pending = 65536\n"
+    )
+    server = Server(load_config(config))
+    serve_bosh(server, "/http-bind")
+    handler = server.http.routes[("POST", "/http-bind")]
+    service = handler.__self__  # the bound BoshService.handle
+    assert isinstance(service, BoshService)
+    assert (service.settings.max_wait, service.settings.inactivity, service.settings.max_pending) == (20, 30, 65536)
