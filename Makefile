@@ -43,5 +43,6 @@ typecheck:
 doap:
 	$(BIN)/python -m xmppd.doap > xmppd.doap
 
+## The side-by-side benchmark (bench/README.md), with this project's environment.
 bench: install
-	bash bench/run.sh
+	PYTHON=$(abspath $(BIN)/python) bash bench/run.sh

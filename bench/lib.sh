@@ -36,7 +36,8 @@ SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-sm messages-ws messa
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
-PY="${PYTHON:-python3}"
+# The project's virtual environment when there is one (make bench passes it), else python3.
+PY="${PYTHON:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3)}"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
