@@ -193,10 +193,8 @@ def client_address(request: web.Request, peer: str) -> str:
     forwarded = request.headers.get("X-Forwarded-For")
     if forwarded and _loopback(peer):
         last = forwarded.rsplit(",", 1)[-1].strip()
-        try:
+        with contextlib.suppress(ValueError):  # not an address: the proxy's own is what we know
             return str(ipaddress.ip_address(last))
-        except ValueError:
-            pass
     return peer
 
 

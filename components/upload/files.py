@@ -180,8 +180,7 @@ def _fsync_directory(path: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # a file system that cannot sync a directory
+            os.fsync(fd)
     finally:
         os.close(fd)

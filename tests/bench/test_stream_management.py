@@ -170,10 +170,15 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written: list[bytes] = []
+        self.wrote = asyncio.Event()
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written.append(bytes(data))
+        self.wrote.set()
+
+    async def first_write(self) -> None:
+        await asyncio.wait_for(self.wrote.wait(), 5)
 
     def is_closing(self) -> bool:
         return self.closed
@@ -199,7 +204,7 @@ FEATURES = etree.fromstring(
 async def test_enable_then_requests_answered_while_parsing_and_in_a_sink() -> None:
     session, transport = _session()
     task = asyncio.create_task(enable_stream_management(session, FEATURES))
-    await asyncio.sleep(0)
+    await transport.first_write()  # <enable/> went out
     assert transport.written == [sm_enable()]
     session.proto.data_received(ENABLED + MSG)
     await task
@@ -232,13 +237,13 @@ async def test_enable_then_requests_answered_while_parsing_and_in_a_sink() -> No
 
 
 async def test_not_offered_and_refused() -> None:
-    session, _ = _session()
+    session, transport = _session()
     bare = etree.fromstring("<features xmlns='http://etherx.jabber.org/streams'/>")
     with pytest.raises(NotOffered):
         await enable_stream_management(session, bare)
     assert session.sm is None
     task = asyncio.create_task(enable_stream_management(session, FEATURES))
-    await asyncio.sleep(0)
+    await transport.first_write()  # <enable/> went out
     session.proto.data_received(
         b"<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
     )

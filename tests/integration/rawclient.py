@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
+
+from tests.integration.tools import insecure
 
 TIMEOUT = 10
 HEADER = (
@@ -53,10 +54,7 @@ class RawClient:
         await self.open_stream(domain)
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         await self.expect(b"<proceed")
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        await self.writer.start_tls(context, server_hostname=domain)
+        await self.writer.start_tls(insecure(), server_hostname=domain)
         await self.open_stream(domain)
 
     async def login(self, user: str, password: str, domain: str = "localhost", resource: str = "raw") -> None:

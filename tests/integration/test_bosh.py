@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import secrets
-import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from lxml import etree
 
 from storage import Storage
+from tests.integration.tools import insecure
 from xmppd import events
 from xmppd.bosh import BoshService, Settings
 from xmppd.events import SessionEvent
@@ -37,13 +37,6 @@ STREAMS_NS = "http://etherx.jabber.org/streams"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
 CLIENT = "{jabber:client}"
-
-
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
-    return context
 
 
 def bosh_url(xmpp: XmppServer, *, https: bool = False) -> str:

@@ -5,7 +5,6 @@ with the modules that add them."""
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from lxml import etree
 
 from storage import Storage
 from tests.integration.conftest import XmppServer, running_server
+from tests.integration.tools import insecure
 from xmppd.http import BOSH_REL, WEBSOCKET_REL, XRD_NS
 
 pytestmark = pytest.mark.integration
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.integration
 async def xmpp(storage: Storage, tmp_path: Path) -> AsyncIterator[XmppServer]:
     async with running_server(storage, tmp_path) as running:
         yield running
-
-
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
-    return context
 
 
 async def get(url: str) -> tuple[int, dict[str, str], bytes]:

@@ -14,6 +14,7 @@ from storage import SchemaError, Storage
 from tests.conftest import StorageFactory
 from tests.integration.conftest import TIMEOUT, XmppServer, write_config
 from tests.integration.rawclient import RawClient
+from tests.integration.tools import insecure
 from xmppd.config import load_config
 from xmppd.server import Server
 from xmppd.tls import ALPN_C2S, self_signed
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = insecure()
     context.set_alpn_protocols([ALPN_C2S])
     return context
 

@@ -6,7 +6,6 @@ without a closing tag; in both of the last two the session ends (no default modu
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import pytest
 
@@ -16,6 +15,7 @@ from xmppd.jid import parse_jid
 
 from .conftest import PASSWORD, TIMEOUT, XmppServer
 from .rawclient import RawClient
+from .tools import insecure
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,6 @@ class SessionWatch:
     async def wait_ended(self) -> None:
         async with asyncio.timeout(TIMEOUT):
             await self._ended.wait()
-
-
-def tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 # -- STARTTLS --------------------------------------------------------------------------------------
@@ -100,7 +93,7 @@ async def test_starttls_alone_proceeds_to_a_tls_stream(xmpp: XmppServer, trailer
         await client.send(STARTTLS + trailer)  # whitespace between elements is no data
         proceed = await client.expect(b"<proceed")
         assert b"<stream:error" not in proceed
-        await client.writer.start_tls(tls_context(), server_hostname="localhost")
+        await client.writer.start_tls(insecure(), server_hostname="localhost")
         assert client.writer.get_extra_info("ssl_object") is not None
         features = await client.open_stream()
         assert b"<mechanisms" in features and b"PLAIN" in features

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from slixmpp.exceptions import IqError
 from components.upload.service import UploadService
 from storage import Storage
 from tests.integration.conftest import Client, Clock, XmppServer, running_server
+from tests.integration.tools import insecure
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +64,7 @@ async def xmpp(storage: Storage, tmp_path: Path, clock: Clock) -> AsyncIterator[
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure())) as session:
         yield session
 
 

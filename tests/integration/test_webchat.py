@@ -40,7 +40,9 @@ import pytest
 
 from storage import Storage
 from storage.model import RosterItem
+from tests.conftest import missing
 from tests.integration.conftest import PASSWORD, XmppServer, running_server, write_config
+from tests.integration.tools import node_and_npm, run
 from xmppd.config import DEFAULT_MODULES, load_config
 from xmppd.modules import webchat
 from xmppd.server import Server
@@ -52,7 +54,6 @@ BROWSER = Path(__file__).parent / "browser"
 WEB = webchat.WEB_DIR
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
 def modules(*names: str) -> str:
@@ -264,26 +265,6 @@ async def test_with_the_http_side_off_the_module_loads_and_serves_nothing(storag
 # -- two people in Chromium ---------------------------------------------------------------------
 
 
-def needed(why: str) -> None:
-    if CI:
-        pytest.fail(why)
-    pytest.skip(why)
-
-
-async def run(*command: str, cwd: Path, within: float) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
 async def npm_ci(npm: str, directory: Path, installed: Path) -> None:
     """`npm ci` in `directory` (from its committed lock file) unless `installed` is there."""
     if await asyncio.to_thread(installed.exists):
@@ -293,12 +274,9 @@ async def npm_ci(npm: str, directory: Path, installed: Path) -> None:
 
 
 async def test_two_people_chat_through_the_web_chat_in_chromium(storage: Storage, tmp_path: Path) -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        needed("node and npm are needed for the browser test (playwright-core) and the web chat's assets")
+    node, npm = node_and_npm("the browser test (playwright-core) and the web chat's assets")
     if not os.access(CHROMIUM, os.X_OK):
-        needed(f"Chromium is needed for the browser test: {CHROMIUM} (Debian: apt-get install chromium)")
-    assert node is not None and npm is not None
+        missing(f"Chromium is needed for the browser test: {CHROMIUM} (Debian: apt-get install chromium)")
     await npm_ci(npm, WEB, webchat.DEFAULT_ASSETS / "converse.min.js")
     await npm_ci(npm, BROWSER, BROWSER / "node_modules" / "playwright-core" / "package.json")
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from lxml import etree
 
 from storage import Storage
 from tests.integration.conftest import PASSWORD, TIMEOUT, XmppServer, running_server
+from tests.integration.tools import node_and_npm, run
 from tests.integration.wsclient import CLIENT, FRAMING, SASL, SM, STREAM_ERRORS, STREAMS, WsClient, insecure, q
 from xmppd import events
 from xmppd.errors import StreamError
@@ -35,7 +34,6 @@ pytestmark = pytest.mark.integration
 
 ALICE, BOB, CAROL = "alice@localhost", "bob@localhost", "carol@localhost"
 JS = Path(__file__).parent / "js"
-CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
 @pytest.fixture
@@ -105,30 +103,6 @@ async def test_a_websocket_client_and_a_tcp_client_talk_both_ways(xmpp: XmppServ
 # -- (2) xmpp.js under node ---------------------------------------------------------------------------
 
 
-def node_tools() -> tuple[str, str]:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        why = "node and npm are needed to run xmpp.js (@xmpp/client) over WebSocket"
-        if CI:
-            pytest.fail(why)
-        pytest.skip(why)
-    return node, npm
-
-
-async def run(*command: str, cwd: Path | None = None, within: float = 100) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
 async def install_xmpp_js(npm: str) -> None:
     """tests/integration/js/node_modules from the committed lock file (`npm ci`)."""
     if (JS / "node_modules" / "@xmpp" / "client" / "package.json").is_file():
@@ -146,7 +120,7 @@ async def node_flags(node: str) -> list[str]:
 
 
 async def test_xmpp_js_logs_in_over_websocket_and_gets_a_reply_from_a_tcp_client(xmpp: XmppServer) -> None:
-    node, npm = node_tools()
+    node, npm = node_and_npm("xmpp.js (@xmpp/client) over WebSocket")
     await install_xmpp_js(npm)
     bob = await xmpp.login(BOB)
 

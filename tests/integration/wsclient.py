@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 from lxml import etree
+
+from tests.integration.tools import insecure
 
 TIMEOUT = 10
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -22,13 +23,6 @@ BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 STREAMS = "http://etherx.jabber.org/streams"
 STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 SM = "urn:xmpp:sm:3"
-
-
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
-    return context
 
 
 def q(ns: str, name: str) -> str:
@@ -76,8 +70,9 @@ class WsClient:
 
     async def expect(self, tag: str) -> etree._Element:
         """The next element named `tag` (Clark notation), skipping others."""
-        while (element := await self.receive()).tag != tag:
-            pass
+        element = await self.receive()
+        while element.tag != tag:
+            element = await self.receive()
         return element
 
     async def closed(self) -> list[etree._Element]:

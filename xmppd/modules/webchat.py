@@ -140,7 +140,7 @@ class Assets:
             if found.is_relative_to(root) and found.is_file():
                 return found
         except (OSError, ValueError):  # a NUL byte, a name too long, a loop of links
-            pass
+            return None
         return None
 
 
