@@ -36,8 +36,50 @@ MAX_WRITE_BUFFER = 8 * 1024 * 1024
 LINGER = 1.0
 
 
-class TcpTransport(asyncio.Protocol):
+class CoalescedOutput:
+    """The output half of a client transport (TCP here, WebSocket in websocket.py): what is
+    written in one event-loop pass goes out as one write to the connection at the end of the pass
+    (the stanzas routed in one pass cost one system call and one TLS record), and a peer that does
+    not read what it is sent is cut off once MAX_WRITE_BUFFER bytes wait for it (`_too_slow`)."""
+
+    address: str
+    closed: bool
+    _transport: asyncio.Transport | None
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Written in this loop pass, not yet sent.
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        out, transport = self._out, self._transport
+        if self.closed or not out or transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("closing %s: it does not read what it is sent", self.address)
+            self._too_slow(transport)
+
+    def _too_slow(self, transport: asyncio.Transport) -> None:
+        """End the stream of a peer that does not read (policy-violation) and cut the connection."""
+        raise NotImplementedError
+
+
+class TcpTransport(CoalescedOutput, asyncio.Protocol):
     def __init__(self, server: Server, *, direct_tls: bool) -> None:
+        super().__init__()
         self.server = server
         self.direct_tls = direct_tls
         self.parser = XmlStream(
@@ -51,7 +93,6 @@ class TcpTransport(asyncio.Protocol):
         self.ended = False
         self.task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
         # Received, not yet parsed; the last chunk parsed.
         self._received: list[bytes] = []
         self._received_size = 0
@@ -61,9 +102,6 @@ class TcpTransport(asyncio.Protocol):
         self._wakeup: asyncio.Future[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._paused = False
-        # Written in this loop pass, not yet sent.
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -173,29 +211,14 @@ class TcpTransport(asyncio.Protocol):
         self.write(tcp_open(opening, features))
 
     def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+        if not self.closed:
+            self._queue(data)
 
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        out, transport = self._out, self._transport
-        if self.closed or not out or transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        if transport.is_closing():
-            return
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.warning("closing %s: it does not read what it is sent", self.address)
-            if not self.ended:  # a stream we are closing anyway has its closing tag already
-                transport.write(tcp_close(StreamError("policy-violation", "too slow reading")))
-            self.closed = self.ended = True
-            transport.abort()
+    def _too_slow(self, transport: asyncio.Transport) -> None:
+        if not self.ended:  # a stream we are closing anyway has its closing tag already
+            transport.write(tcp_close(StreamError("policy-violation", "too slow reading")))
+        self.closed = self.ended = True
+        transport.abort()
 
     def close(self, error: StreamError | None = None, opening: Opening | None = None) -> None:
         """Our closing tag (after the error), then a lingering close: closing a socket that still

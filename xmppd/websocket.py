@@ -21,13 +21,13 @@ binary message is a framing error (§3.2): bad-format, after the messages before
 Output. aiohttp's `send_str` is a coroutine, but the driver and the sessions write synchronously,
 one element at a time. Rather than a queue drained by a writer task, the transport frames each
 element itself (a text frame, RFC 6455 §5.2: two to ten bytes before the payload) and writes the
-frames of one event-loop pass with one write on the connection under the WebSocket, as TcpTransport
-coalesces its writes: one send() per pass whatever the number of elements, no task switch, no
-encoding (the elements are UTF-8 bytes already). The asyncio transport's buffer is the queue, and
-its size the high-water mark: a client that does not read is cut off once MAX_WRITE_BUFFER bytes
-(net.py's 8 MiB) wait for it, never buffered without end. aiohttp writes its own control frames
-(pong, close) on the same connection, each frame whole, so frames never interleave; compression
-(RFC 7692) is not negotiated, so every frame is a plain one.
+frames of one event-loop pass with one write on the connection under the WebSocket (net.py's
+CoalescedOutput, shared with TcpTransport): one send() per pass whatever the number of elements, no
+task switch, no encoding (the elements are UTF-8 bytes already). The asyncio transport's buffer is
+the queue, and its size the high-water mark: a client that does not read is cut off once
+MAX_WRITE_BUFFER bytes (net.py's 8 MiB) wait for it, never buffered without end. aiohttp writes its
+own control frames (pong, close) on the same connection, each frame whole, so frames never
+interleave; compression (RFC 7692) is not negotiated, so every frame is a plain one.
 
 Closing (§3.6). Our side ends with `<close/>` (after a stream error if any, §3.5); the peer answers
 with its own `<close/>`, and then we start the WebSocket closing handshake (RFC 6455 §7.1.2). A
@@ -61,7 +61,7 @@ from xmppd.framing import (
     ws_qualified,
 )
 from xmppd.http import WEBSOCKET_REL
-from xmppd.net import LINGER, MAX_WRITE_BUFFER, READ_SIZE
+from xmppd.net import LINGER, READ_SIZE, CoalescedOutput
 from xmppd.stream import C2SStream
 from xmppd.xml import Event
 
@@ -198,10 +198,11 @@ def client_address(request: web.Request, peer: str) -> str:
     return peer
 
 
-class WebSocketTransport:
+class WebSocketTransport(CoalescedOutput):
     """One XMPP stream over one WebSocket: stream.py's Transport (and session.py's Sink)."""
 
     def __init__(self, server: Server, ws: web.WebSocketResponse, request: web.Request, address: str) -> None:
+        super().__init__()
         c2s = server.config.c2s
         self.parser = WebSocketParser(
             c2s.max_stanza_size, max_attributes=c2s.max_attributes, max_children=c2s.max_children,
@@ -215,7 +216,6 @@ class WebSocketTransport:
         self._ws = ws
         # The connection under the WebSocket, which our frames are written to (see the docstring).
         self._transport = request.transport
-        self._loop = asyncio.get_running_loop()
         # Messages received, not yet parsed (None: a binary message), and their bytes.
         self._received: list[bytes | None] = []
         self._received_size = 0
@@ -223,9 +223,6 @@ class WebSocketTransport:
         self._error: StreamError | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None  # the pump waits on it while READ_SIZE bytes wait
-        # Frames of this loop pass (headers and payloads), not yet written.
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
         self._cut = False  # the connection was aborted: no closing handshake to wait for
         self._pump = self._loop.create_task(self._receive())
 
@@ -332,31 +329,16 @@ class WebSocketTransport:
         self._frame(ws_qualified(data))
 
     def _frame(self, message: bytes) -> None:
-        out = self._out
-        out.append(ws_frame_header(len(message)))
-        out.append(message)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+        self._queue(ws_frame_header(len(message)))
+        self._queue(message)  # two parts, one join at the flush: no copy of the message here
 
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        out, transport = self._out, self._transport
-        if self.closed or not out or transport is None:
-            return
-        data = b"".join(out)
-        out.clear()
-        if transport.is_closing():
-            return
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.warning("closing %s: it does not read what it is sent", self.address)
-            if not self.ended:  # a stream we are closing anyway has its <close/> already
-                for message in ws_close(StreamError("policy-violation", "too slow reading")):
-                    transport.write(ws_frame_header(len(message)) + message)
-            self.closed = self.ended = self._cut = True
-            transport.abort()
-            self._wake()
+    def _too_slow(self, transport: asyncio.Transport) -> None:
+        if not self.ended:  # a stream we are closing anyway has its <close/> already
+            for message in ws_close(StreamError("policy-violation", "too slow reading")):
+                transport.write(ws_frame_header(len(message)) + message)
+        self.closed = self.ended = self._cut = True
+        transport.abort()
+        self._wake()
 
     def close(self, error: StreamError | None = None, opening: Opening | None = None) -> None:
         """Our `<close/>` (after the error), sent now; the closing handshake goes on in finish()."""
