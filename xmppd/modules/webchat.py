@@ -55,6 +55,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import json
@@ -134,13 +135,11 @@ class Assets:
         directory, else None. Blocking: run it in a thread."""
         if not name or any(part.startswith(".") for part in name.split("/")):
             return None  # '..' and hidden files; an absolute name or a link out fails below
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a NUL byte, a name too long, a loop of links
             root = self.root.resolve()
             found = root.joinpath(name).resolve()
             if found.is_relative_to(root) and found.is_file():
                 return found
-        except (OSError, ValueError):  # a NUL byte, a name too long, a loop of links
-            return None
         return None
 
 
