@@ -31,7 +31,7 @@ const TEXT_TO_ROOM = `Welcome to our room (${token})`;
 const ROOM = `room-${token}`;
 // A 1x1 PNG, for the file upload.
 const PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
-const WAIT = 15_000; // the longest any one thing may take to show up
+const WAIT = 30_000; // the longest any one thing may take to show up (a cold browser on a busy machine)
 
 const result = {
   ok: false,
