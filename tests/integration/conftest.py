@@ -51,6 +51,8 @@ auth_timeout = 5
 [http]
 port = {free_port()}
 tls_port = {free_port()}
+# Loopback only, as [c2s]: free_port() proves a port free on 127.0.0.1, not on every interface.
+tls_interfaces = ["127.0.0.1"]
 [auth]
 max_failure_delay = 0.0
 {auth_extra}
