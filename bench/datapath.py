@@ -11,9 +11,12 @@ percent or two:
   coalesced writes into a fake asyncio transport), `--chunk` messages per read.
 
     python -m bench.datapath [--rounds 7] [--chunk 2]      # pin it: taskset -c 0 python -m ...
+    python -m bench.datapath --archive [--address bare]    # the wire path with the archive (mam) on
 
 Uses a throw-away SQLite database; the optional modules are those `bench/run.sh` loads without
-the archive.
+the archive. With `--archive` only the wire path is measured, with `mam` loaded: every message is
+archived twice (sender's and recipient's copy) and durable before delivery, and the CPU time
+includes the SQLite worker thread's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import dataclasses
 import gc
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ HEADER = (
     b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
 )
 PAIRS, PER_SENDER = 50, 400
+ARCHIVED_PER_SENDER = 100  # each costs two database rows: fewer, so that a round stays short
 
 
 class CountingTransport:
@@ -69,11 +74,11 @@ class CountingTransport:
     def abort(self) -> None: ...
 
 
-async def start_server(tmp: Path) -> Server:
+async def start_server(tmp: Path, modules: tuple[str, ...]) -> Server:
     config = load_config(None)
     # Throughput, not the per-session rate limits, as in bench/templates/xmppd.toml.
     unlimited = dataclasses.replace(config.c2s, stanza_rate=1e9, stanza_burst=10**9, byte_rate=2**40, byte_burst=2**40)
-    config = dataclasses.replace(config, hosts=("localhost",), modules=MODULES, data_dir=tmp, c2s=unlimited)
+    config = dataclasses.replace(config, hosts=("localhost",), modules=modules, data_dir=tmp, c2s=unlimited)
     defaults = {
         name: {key: option.default for key, option in getattr(load_module(name), "OPTIONS", {}).items()}
         for name in config.all_modules
@@ -108,12 +113,10 @@ def flush_all(ends: list[tuple[C2SStream, TcpTransport, CountingTransport]]) -> 
     return sum(counter.written for _s, _t, counter in ends)
 
 
-def messages(rnd: int, sender: int) -> list[bytes]:
+def messages(rnd: int, sender: int, count: int = PER_SENDER, address: str = "full") -> list[bytes]:
     body = "a" * 100
-    to = f"r{rnd}u{sender ^ 1}@localhost/r"
-    return [
-        f"<message to='{to}' type='chat' id='m{k}'><body>{body}</body></message>".encode() for k in range(PER_SENDER)
-    ]
+    to = f"r{rnd}u{sender ^ 1}@localhost" + ("/r" if address == "full" else "")
+    return [f"<message to='{to}' type='chat' id='m{k}'><body>{body}</body></message>".encode() for k in range(count)]
 
 
 async def core_round(server: Server, rnd: int) -> float:
@@ -135,40 +138,49 @@ async def core_round(server: Server, rnd: int) -> float:
     return elapsed
 
 
-async def wire_round(server: Server, rnd: int, chunk: int) -> float:
+async def wire_round(server: Server, rnd: int, chunk: int, count: int = PER_SENDER, address: str = "full") -> float:
     ends = [await endpoint(server, f"r{rnd}u{i}") for i in range(2 * PAIRS)]
 
     async def drive(stream: C2SStream, transport: TcpTransport, texts: list[bytes]) -> None:
         routing = asyncio.ensure_future(stream._route([]))
         for start in range(0, len(texts), chunk):
+            if start:
+                while transport._received:  # noqa: ASYNC110  # a client that sends when the server has read
+                    await asyncio.sleep(0)
             transport.data_received(b"".join(texts[start : start + chunk]))
-            while transport._received:  # noqa: ASYNC110  # a client that sends when the server has read
-                await asyncio.sleep(0)
-        transport.eof_received()
+        transport.eof_received()  # read after what was received
         await routing
 
     started = time.process_time()
-    await asyncio.gather(*(drive(s, t, messages(rnd, i)) for i, (s, t, _c) in enumerate(ends)))
+    await asyncio.gather(*(drive(s, t, messages(rnd, i, count, address)) for i, (s, t, _c) in enumerate(ends)))
     written = flush_all(ends)
     elapsed = time.process_time() - started
-    assert written > 2 * PAIRS * PER_SENDER * 100  # every message reached a transport
+    assert written > 2 * PAIRS * count * 100  # every message reached a transport
     return elapsed
 
 
 async def main(args: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = await start_server(Path(tmp))
+        server = await start_server(Path(tmp), (*MODULES, "mam") if args.archive else MODULES)
         gc.collect()
         gc.freeze()  # as `xmppd serve` does
-        count = 2 * PAIRS * PER_SENDER
-        for name, run in (("core", core_round), ("wire", wire_round)):
+        per_sender = ARCHIVED_PER_SENDER if args.archive else PER_SENDER
+        count = 2 * PAIRS * per_sender
+        runs: list[tuple[str, Callable[[Server, int], Awaitable[float]]]] = [
+            ("core", core_round),
+            # With the archive every message waits for a commit: one read of all of a sender's
+            # messages, so that no sender spins on the loop while it waits.
+            ("wire", lambda server, rnd: wire_round(
+                server, rnd + 1000, per_sender if args.archive else args.chunk, per_sender, args.address)),
+        ]
+        for name, run in runs[1:] if args.archive else runs:
             best = float("inf")
             for rnd in range(args.rounds):
-                extra = (args.chunk,) if name == "wire" else ()
-                best = min(best, await run(server, rnd + (1000 if name == "wire" else 0), *extra))
+                best = min(best, await run(server, rnd))
                 for session in server.sessions.all():
                     await server.session_ended(session, "round over")
-            print(f"{name}: {best / count * 1e6:.2f} us/message (best of {args.rounds} rounds of {count})")
+            label = f"{name}{' with the archive' if args.archive else ''}, to {args.address} JIDs"
+            print(f"{label}: {best / count * 1e6:.2f} us/message (best of {args.rounds} rounds of {count})")
         await server.storage.close()
 
 
@@ -176,4 +188,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--chunk", type=int, default=2, help="messages per read in the wire measurement")
+    parser.add_argument("--archive", action="store_true", help="load mam: the wire path with every message archived")
+    parser.add_argument("--address", choices=("full", "bare"), default="full", help="send to full or bare JIDs")
     asyncio.run(main(parser.parse_args()))

@@ -32,7 +32,7 @@ WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
-SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-sm messages-ws messages-archive messages-rate flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
+SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-bare messages-sm messages-ws messages-archive messages-archive-bare messages-rate messages-archive-rate messages-archive-half flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -59,6 +59,20 @@ pg_createdb() {
 
 loadgen() {
     (cd "$ROOT" && taskset -c "$LOADGEN_CPU" "$PY" -m bench.loadgen --json-out "$RESULTS" --password "$PASSWORD" "$@")
+}
+
+# Half the archive-on saturation rate of the target LABEL in this run's results (messages-archive).
+saturation_half() {
+    "$PY" - "$RESULTS" "$1" <<'PY'
+import json, sys
+rates = [r["rate"] for r in map(json.loads, open(sys.argv[1])) if r.get("target") == sys.argv[2]
+         and r.get("scenario") == "messages" and r.get("params", {}).get("archive") == "on"
+         and not float(r.get("params", {}).get("rate") or 0) and r.get("params", {}).get("address", "full") == "full"
+         and r.get("rate")]
+if not rates:
+    sys.exit(1)
+print(round(rates[-1] / 2))
+PY
 }
 
 # bench_target LABEL PORT TLS_PORT SERVER_PID DB_PID [extra loadgen args]
@@ -99,8 +113,21 @@ bench_target() {
             --param archive=off ;;
         messages-archive) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \
             --duration "$DURATION" --workers "$WORKERS" --param archive=on ;;
+        # As messages and messages-archive, to the partner's bare JID (as clients send chat messages).
+        messages-bare) loadgen "${common[@]}" --scenario messages --address bare --pairs "$PAIRS" \
+            --duration "$DURATION" --workers "$WORKERS" --param archive=off ;;
+        messages-archive-bare) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --address bare \
+            --pairs "$PAIRS" --duration "$DURATION" --workers "$WORKERS" --param archive=on ;;
         messages-rate) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --rate "$RATE" \
             --duration "$DURATION" --param archive=off ;;
+        # Fixed rate with the archive on: $RATE, then half of what messages-archive reached in this run.
+        messages-archive-rate) loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" \
+            --rate "$RATE" --duration "$DURATION" --param archive=on ;;
+        messages-archive-half)
+            local half
+            half=$(saturation_half "$label") || { log "$label: no messages-archive figure in this run: run it first"; continue; }
+            loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" --rate "$half" \
+                --duration "$DURATION" --param archive=on --param load=half ;;
         idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 ;;
         idle-sm) loadgen "${common[@]}" --scenario idle-sm --count "$IDLE" --concurrency 50 ;;
         idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --tls none ;;

@@ -80,6 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--warmup", type=float, default=2.0)
     a("--rate", type=float, default=0.0, help="fixed send rate per second (0: max, closed loop)")
     a("--window", type=int, default=10, help="max mode: messages in flight per sender")
+    a("--address", default="full", choices=["full", "bare"], help="1:1 messages to full or bare JIDs")
     a("--pairs", type=int, default=50)
     a("--body-size", type=int, default=100)
     a("--occupants", type=int, default=100)
@@ -107,7 +108,7 @@ def options_from(args: argparse.Namespace) -> Options:
         target=target, prefix=args.prefix, password=args.password, first=args.first,
         accounts=args.accounts, roster_pool=args.roster_pool, linger=args.linger, count=args.count,
         concurrency=args.concurrency,
-        duration=args.duration, warmup=args.warmup, rate=args.rate, window=args.window,
+        duration=args.duration, warmup=args.warmup, rate=args.rate, address=args.address, window=args.window,
         pairs=args.pairs, body_size=args.body_size, occupants=args.occupants, senders=args.senders,
         mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
         flood_seconds=args.flood_seconds, monitor_interval=args.monitor_interval,
@@ -306,10 +307,10 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "prime": ["count", "concurrency"],
         "logins": ["count", "concurrency", "accounts", "workers"],
         "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
-        "messages": ["pairs", "rate", "window", "duration", "body_size", "workers"],
-        "messages-sm": ["pairs", "rate", "window", "duration", "body_size", "workers"],
-        "messages-ws": ["pairs", "rate", "window", "duration", "body_size", "workers", "ws_port", "ws_path"],
-        "cross-node": ["pairs", "rate", "window", "duration", "peer_port"],
+        "messages": ["pairs", "address", "rate", "window", "duration", "body_size", "workers"],
+        "messages-sm": ["pairs", "address", "rate", "window", "duration", "body_size", "workers"],
+        "messages-ws": ["pairs", "address", "rate", "window", "duration", "body_size", "workers", "ws_port", "ws_path"],
+        "cross-node": ["pairs", "address", "rate", "window", "duration", "peer_port"],
         "idle": ["count", "concurrency", "settle"],
         "idle-sm": ["count", "concurrency", "settle"],
         "muc": ["occupants", "senders", "rate", "window", "duration"],

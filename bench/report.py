@@ -57,9 +57,16 @@ def _cpu(key: str) -> Callable[[Record], float | None]:
     return lambda r: r.get("cpu", {}).get(key)
 
 
-def _msg(archive: str, fixed: bool) -> Callable[[Record], bool]:
+def _msg(archive: str, fixed: bool, address: str = "full", load: str | None = None) -> Callable[[Record], bool]:
+    """1:1 messages with the archive on or off, in max or fixed-rate mode, to full or bare JIDs
+    (records from before the address was a parameter went to full JIDs); `load`: the fixed rate's
+    name (`half`: half the archive-on saturation of the same run)."""
     return lambda r: (
-        r["scenario"] == "messages" and _p(r, "archive") == archive and (float(_p(r, "rate") or 0) > 0) == fixed
+        r["scenario"] == "messages"
+        and _p(r, "archive") == archive
+        and (float(_p(r, "rate") or 0) > 0) == fixed
+        and (_p(r, "address") or "full") == address
+        and _p(r, "load") == load
     )
 
 
@@ -139,7 +146,23 @@ METRICS = [
         describe=_pep_events,
     ),
     Metric("1:1 msg/s, archive off", _msg("off", False), _rate),
-    Metric("1:1 msg/s, archive on (PostgreSQL)", _msg("on", False), _rate),
+    Metric("1:1 msg/s, archive off, to bare JIDs", _msg("off", False, "bare"), _rate),
+    Metric("1:1 msg/s, archive on", _msg("on", False), _rate),
+    Metric("1:1 msg/s, archive on, to bare JIDs", _msg("on", False, "bare"), _rate),
+    Metric(
+        "1:1 msg/s, archive on / off (same server)",
+        _msg("on", False),
+        _rate,
+        digits=2,
+        compare=False,
+        baseline=_msg("off", False),
+        against=lambda on, off: on / off,
+    ),
+    Metric("server CPU % during 1:1 max, archive on", _msg("on", False), _cpu("server_cpu_pct"), compare=False),
+    Metric("database CPU % during 1:1 max, archive on", _msg("on", False), _cpu("db_cpu_pct"), compare=False),
+    Metric(
+        "load generator CPU % during 1:1 max, archive on", _msg("on", False), _cpu("loadgen_cpu_pct"), compare=False
+    ),
     Metric("server CPU % during 1:1 max (archive off)", _msg("off", False), _cpu("server_cpu_pct"), compare=False),
     Metric("load generator CPU % during 1:1 max", _msg("off", False), _cpu("loadgen_cpu_pct"), compare=False),
     Metric("1:1 msg/s, stream management on (ack every 5)", _sm_msg, _rate),
@@ -177,6 +200,11 @@ METRICS = [
     Metric("load generator CPU % during 1:1 max over WebSocket", _ws_msg, _cpu("loadgen_cpu_pct"), compare=False),
     Metric("1:1 p50 ms at fixed rate", _msg("off", True), _lat("p50_ms"), False, 2),
     Metric("1:1 p99 ms at fixed rate", _msg("off", True), _lat("p99_ms"), False, 2),
+    Metric("1:1 p50 ms at fixed rate, archive on", _msg("on", True), _lat("p50_ms"), False, 2),
+    Metric("1:1 p99 ms at fixed rate, archive on", _msg("on", True), _lat("p99_ms"), False, 2),
+    Metric("1:1 msg/s sent at half the archive-on saturation", _msg("on", True, load="half"), _rate, compare=False),
+    Metric("1:1 p50 ms at half the archive-on saturation", _msg("on", True, load="half"), _lat("p50_ms"), False, 2),
+    Metric("1:1 p99 ms at half the archive-on saturation", _msg("on", True, load="half"), _lat("p99_ms"), False, 2),
     Metric("flood: monitor p99 ms, no flood (a pair, 1 msg / 20 ms each)", _FLOOD, _res("baseline_p99_ms"), False, 2),
     Metric("flood: monitor p99 ms while one client floods iq pings", _FLOOD, _res("flood_p99_ms"), False, 2),
     Metric("flood: monitor messages lost", _FLOOD, _res("monitor_lost"), compare=False),

@@ -58,6 +58,7 @@ class Options:
     duration: float = 10.0
     warmup: float = 2.0
     rate: float = 0.0  # 0 = as fast as the window allows
+    address: str = "full"  # 1:1 messages to the partner's full JID, or "bare" (as clients send them)
     window: int = 10  # messages in flight per sender in max mode
     pairs: int = 50
     body_size: int = 100
@@ -407,6 +408,12 @@ class PepClient:
 # --- 2. one-to-one messages (and 6. across nodes) ----------------------------------------------------
 
 
+def _address(opt: Options, session: Session) -> str:
+    """Where 1:1 messages to `session` go: its full JID, or its bare JID (the server picks the
+    resource: each account has one session here, so the same one)."""
+    return session.jid if opt.address == "full" else session.jid.partition("/")[0]
+
+
 class PairTraffic:
     """Session k sends to session k^1 (pairs), and the receiver's byte sink drives the sender's window.
 
@@ -432,7 +439,7 @@ class PairTraffic:
             raise ValueError("stream management over WebSocket is not done here: <r/> would need frames of its own")
         pad = ("x" * max(0, opt.body_size - 25)).encode()
         self.heads = [
-            f"<message{wsframe.CLIENT_XMLNS.decode() if self.ws[k] else ''} to='{sessions[k ^ 1].jid}' "
+            f"<message{wsframe.CLIENT_XMLNS.decode() if self.ws[k] else ''} to='{_address(opt, sessions[k ^ 1])}' "
             f"type='{msg_type}'><body>bt:".encode()
             for k in range(len(sessions))
         ]

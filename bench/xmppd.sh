@@ -20,7 +20,7 @@ XMPPD_STORAGE="${XMPPD_STORAGE:-postgresql}"
 # xmppd's optional modules as in conf/xmppd.toml; the archive is added for the archive scenarios only.
 # smacks (XEP-0198) is loaded for messages-sm and idle-sm; sessions that do not enable it do not use it.
 XMPPD_MODULES="${XMPPD_MODULES:-ping version register caps contact_addresses offline carbons blocking pep vcard private smacks}"
-ARCHIVE_SCENARIOS="messages-archive mam"
+ARCHIVE_SCENARIOS="messages-archive messages-archive-bare messages-archive-rate messages-archive-half mam"
 # Run on xmppd's default per-session rate limits (the others raise them out of the way).
 FLOOD_SCENARIOS="flood"
 RAISED_LIMITS="$(cat "$HERE/templates/xmppd-raised-limits.toml")"

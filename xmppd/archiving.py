@@ -96,6 +96,12 @@ class Archiving:
         raise one of WRITE_ERRORS when it is not."""
         await self.writer.write(record)
 
+    def submit(self, record: ArchiveRecord) -> asyncio.Future[None]:
+        """As `write`, without waiting: the future is done when the record is durable, or has
+        one of WRITE_ERRORS. Records are written in the order submitted, a batch at a time, so
+        one submitted later is never durable before this one (unless this one failed)."""
+        return self.writer.submit(record)
+
 
 def archiving(mod: ModuleAPI) -> Archiving:
     """The server's archiving service, made by whichever module asks first."""

@@ -56,12 +56,17 @@ class BatchWriter(Generic[T]):
 
     async def write(self, item: T) -> None:
         """Queue the item and wait until it has been written (or raise what writing raised)."""
+        await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[None]:
+        """Queue the item; the future is done once it has been written (or has what writing
+        raised). Whoever submits must await it, or see to its exception."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._queue.append((item, future))
         if self._task is None:
             self._task = self._spawn(self._drain()) if self._spawn is not None else loop.create_task(self._drain())
-        await future
+        return future
 
     @property
     def pending(self) -> int:

@@ -299,6 +299,39 @@ async def test_a_failed_archive_write_refuses_the_message(h: Harness, monkeypatc
     assert messages(bob) == []
 
 
+async def test_both_copies_of_a_message_go_out_in_one_transaction(h: Harness) -> None:
+    alice = await online(h, f"{ALICE}/phone")
+    bob = await online(h, f"{BOB}/pc")
+    writer = archiving(h.server.hosts["localhost"].modules["mam"]).writer
+    await chat(alice, BOB, "the first reads what later ones find in memory")
+    batches, items = writer.batches, writer.items
+    await chat(alice, BOB, "one commit")
+    assert [m.findtext(f"{{{CLIENT_NS}}}body") for m in messages(bob)][-1] == "one commit"
+    # The sender's copy waits for the recipient's: one commit for both, before delivery.
+    assert (writer.batches - batches, writer.items - items) == (1, 2)
+    assert (await archived(h, ALICE))[-1] == "one commit"
+    assert (await archived(h, BOB))[-1] == "one commit"
+
+
+async def test_a_failed_sender_copy_refuses_the_message(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = await online(h, f"{ALICE}/phone")
+    bob = await online(h, f"{BOB}/pc")
+    writer = archiving(h.server.hosts["localhost"].modules["mam"]).writer
+    flush = writer._flush
+
+    async def refuse_alices(records: Any) -> None:
+        if any(record.username == "alice" for record in records):
+            raise StorageError("disk full")
+        await flush(records)
+
+    monkeypatch.setattr(writer, "_flush", refuse_alices)
+    await chat(alice, BOB, "half archived?")
+    [bounce] = messages(alice)
+    assert bounce.get("type") == "error" and error_condition(bounce) == "internal-server-error"
+    assert messages(bob) == []
+    assert await archived(h, ALICE) == []
+
+
 async def test_records_of_concurrent_messages_share_a_transaction(h: Harness) -> None:
     alice = await online(h, f"{ALICE}/phone")
     carol = await online(h, f"{CAROL}/pc")

@@ -108,9 +108,14 @@ OPTIONS = {
 PRIORITY = 50  # after blocking (100), before carbons (10), offline (0) and default delivery (-1)
 MAX_IDS = 1000  # ids in one `ids` field
 _PREFS_CACHE = 10_000  # users whose preferences are kept in memory, per host
+# Sender's copies in flight; one stays longer only when its message went nowhere after a failed
+# write (refused before reaching its recipient): the bound is for those.
+_SENDER_COPIES = 65_536
 _STORE = "mam"  # key-value store: key "prefs"
 
 SID_TAG = f"{{{SID_NS}}}stanza-id"
+# lxml-stubs type nsmap keys as str; None (the default namespace) is what lxml wants.
+_SID_NSMAP: dict[str, str] = {None: SID_NS}  # type: ignore[dict-item]
 _BODY = f"{{{CLIENT_NS}}}body"
 _NO_STORE = (f"{{{HINTS_NS}}}no-store", f"{{{HINTS_NS}}}no-permanent-store")
 _STORE_HINT = f"{{{HINTS_NS}}}store"
@@ -219,6 +224,20 @@ class Prefs:
         return {"default": self.default, "always": list(self.always), "never": list(self.never)}
 
 
+@dataclass(frozen=True, slots=True)
+class SenderCopy:
+    """The sender's archived copy of a message on its way to a local recipient (`outgoing`)."""
+
+    written: asyncio.Future[None]  # done when committed (or failed)
+    text: str  # the message as stored: the recipient's copy is the same unless ids were stripped
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a write's outcome as seen where nobody waits for it any more."""
+    if not future.cancelled():
+        future.exception()
+
+
 # -- the service ------------------------------------------------------------------------------
 
 
@@ -237,6 +256,10 @@ class Archive:
         self.cleanup_interval: int = options["cleanup_interval"]
         self.max_page: int = options["max_page_size"]
         self._prefs: LRU[str, Prefs] = LRU(_PREFS_CACHE)
+        # Every host's archive, and the sender's copies waiting for their recipient's (`outgoing`):
+        # shared by the hosts, since a message's two ends may be on different ones.
+        self.archives = archives(mod)
+        self.sender_copies: LRU[Stanza, SenderCopy] = mod.shared("sender-copies", lambda: LRU(_SENDER_COPIES))
 
     # -- archiving ------------------------------------------------------------------------------
 
@@ -255,7 +278,24 @@ class Archive:
         if not await self._wanted(from_.bare, to):
             return None
         text = etree.tostring(stanza.element, encoding="unicode")
-        return await self._write(ev, self.archiving.record(from_.bare, to, outgoing=True, stanza=text))
+        written = self.archiving.submit(self.archiving.record(from_.bare, to, outgoing=True, stanza=text))
+        if to.domain not in self.archives:
+            return await self._refused(ev, written)
+        # The recipient's host archives too: its `incoming` waits for this copy with its own,
+        # so that both go out in one batch and the message waits for one commit, not two.
+        sent = SenderCopy(written, text)
+        self.sender_copies.put(stanza, sent)
+        written.add_done_callback(lambda _done: self._sender_copy_written(stanza, sent))
+        return None
+
+    def _sender_copy_written(self, stanza: Stanza, sent: SenderCopy) -> None:
+        """Forget a sender's copy once written. A failed one is logged here and stays for
+        `incoming` to refuse the message (if it never comes, the cache's bound drops it)."""
+        error = sent.written.exception()
+        if error is not None:
+            self.mod.log.error("archiving a message of %s failed: %s", stanza.from_, error)
+        elif self.sender_copies.peek(stanza) is sent:
+            self.sender_copies.pop(stanza)
 
     async def incoming(self, ev: StanzaEvent) -> bool | None:
         """The recipient's copy, on the recipient's host; stamps the delivered message."""
@@ -268,31 +308,42 @@ class Archive:
         claimed = [sid for sid in stanza.element.iterchildren(SID_TAG) if sid.get("by") == by]
         if claimed and ev.origin is None:
             return None  # our own stamp on a message the server hands on again: archived already
+        sent = self.sender_copies.pop(stanza)
         archive = (
             from_ is not None
             and archivable(stanza.element)
             and await self.mod.account_exists(user)
             and await self._wanted(user, from_)
         )
-        if not archive and not claimed:
-            return None  # the common untouched path: no copy made
-        delivered = _without_ids(stanza, by)
-        if archive:
-            assert from_ is not None
-            text = etree.tostring(delivered.element, encoding="unicode")
-            record = self.archiving.record(user, from_, outgoing=False, stanza=text)
-            if await self._write(ev, record):
+        if not archive:
+            if sent is not None and await self._refused(ev, sent.written, logged=True):
                 return True
-            element(SID_TAG, {"by": by, "id": format_id(record.id)}, parent=delivered.element)
+            if claimed:
+                ev.stanza = _without_ids(stanza, by)  # what later handlers pass on
+            return None
+        assert from_ is not None
+        # A copy only when a forged stanza-id must go: otherwise the message is stamped in place
+        # (nothing else holds it now) and stored as its sender's copy was, serialised once.
+        delivered = _without_ids(stanza, by) if claimed else stanza
+        text = sent.text if sent is not None and not claimed else etree.tostring(delivered.element, encoding="unicode")
+        record = self.archiving.record(user, from_, outgoing=False, stanza=text)
+        received = self.archiving.submit(record)
+        if sent is not None and await self._refused(ev, sent.written, logged=True):
+            received.add_done_callback(_retrieved)  # refused all the same: the outcome is moot
+            return True
+        if await self._refused(ev, received):
+            return True
+        etree.SubElement(delivered.element, SID_TAG, {"by": by, "id": format_id(record.id)}, nsmap=_SID_NSMAP)
         ev.stanza = delivered  # what later handlers (carbons, offline, delivery) pass on
         return None
 
-    async def _write(self, ev: StanzaEvent, record: ArchiveRecord) -> bool:
-        """Wait for the record's commit; on failure refuse the message (True: handled)."""
+    async def _refused(self, ev: StanzaEvent, written: asyncio.Future[None], *, logged: bool = False) -> bool:
+        """Wait for a record's commit; if it failed, refuse the message (True: handled)."""
         try:
-            await self.archiving.write(record)
+            await written
         except WRITE_ERRORS as exc:
-            self.mod.log.error("archiving a message of %s@%s failed: %s", record.username, record.host, exc)
+            if not logged:
+                self.mod.log.error("archiving a message to %s failed: %s", ev.stanza.to, exc)
             return ev.error("internal-server-error", "the message could not be archived")
         return False
 
@@ -357,8 +408,9 @@ class Archive:
             return 0
         deleted = await self.store.delete_before(self.host.name, self.mod.now() - timedelta(days=self.retention_days))
         if deleted:
-            self.mod.log.info("retention: deleted %d archived messages older than %d days", deleted,
-                              self.retention_days)
+            self.mod.log.info(
+                "retention: deleted %d archived messages older than %d days", deleted, self.retention_days
+            )
         return deleted
 
     async def expire_periodically(self) -> None:
@@ -380,8 +432,13 @@ def answer_form(ev: StanzaEvent) -> bool:
     form = element(f"{{{DATA_NS}}}x", {"type": "form"}, parent=query)
     hidden = element(f"{{{DATA_NS}}}field", {"type": "hidden", "var": "FORM_TYPE"}, parent=form)
     element(f"{{{DATA_NS}}}value", parent=hidden).text = NS
-    for var, type_ in (("with", "jid-single"), ("start", "text-single"), ("end", "text-single"),
-                       ("before-id", "text-single"), ("after-id", "text-single")):
+    for var, type_ in (
+        ("with", "jid-single"),
+        ("start", "text-single"),
+        ("end", "text-single"),
+        ("before-id", "text-single"),
+        ("after-id", "text-single"),
+    ):
         element(f"{{{DATA_NS}}}field", {"type": type_, "var": var}, parent=form)
     ids = element(f"{{{DATA_NS}}}field", {"type": "list-multi", "var": "ids"}, parent=form)
     validate = element(f"{{{XDATA_VALIDATE_NS}}}validate", {"datatype": "xs:string"}, parent=ids)
@@ -400,8 +457,9 @@ async def answer_metadata(store: ArchiveStore, ev: StanzaEvent, *, owner: JID) -
     for name, page in (("start", first), ("end", last)):
         if page.records:
             record = page.records[0]
-            element(f"{{{NS}}}{name}", {"id": format_id(record.id), "timestamp": stamp(record.timestamp_ms)},
-                    parent=meta)
+            element(
+                f"{{{NS}}}{name}", {"id": format_id(record.id), "timestamp": stamp(record.timestamp_ms)}, parent=meta
+            )
     ev.respond(reply)
     return True
 
