@@ -32,6 +32,9 @@ WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
+# Idle sessions are measured this long after the last login (s): long enough for xmppd's idle
+# sweep (every 30 s, a stream idle since the last look lets go of its parser) to pass twice.
+IDLE_SETTLE="${IDLE_SETTLE:-65}"
 SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-bare messages-sm messages-ws messages-archive messages-archive-bare messages-rate messages-archive-rate messages-archive-half flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
@@ -128,9 +131,9 @@ bench_target() {
             half=$(saturation_half "$label") || { log "$label: no messages-archive figure in this run: run it first"; continue; }
             loadgen "${common[@]}" --domain "mam.$DOMAIN" --scenario messages --pairs "$PAIRS" --rate "$half" \
                 --duration "$DURATION" --param archive=on --param load=half ;;
-        idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 ;;
-        idle-sm) loadgen "${common[@]}" --scenario idle-sm --count "$IDLE" --concurrency 50 ;;
-        idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --tls none ;;
+        idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" ;;
+        idle-sm) loadgen "${common[@]}" --scenario idle-sm --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" ;;
+        idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" --tls none ;;
         muc) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \
             --param archive=on ;;
         muc-rate) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \

@@ -189,6 +189,10 @@ class TcpTransport(CoalescedOutput, asyncio.Protocol):
     def restart(self) -> None:
         self.parser.reset()
 
+    def rest(self) -> None:
+        if not self._received:
+            self.parser.release()
+
     def quiet(self) -> bool:
         # asyncio's start_tls would drop bytes already received: a client that pipelined data
         # after <starttls/> would lose it silently, so the driver refuses such a stream.

@@ -43,6 +43,9 @@ log = logging.getLogger("xmppd")
 # How long a stopping server waits for streams to close before it cuts them, and then again for
 # the cut ones and for background work.
 STOP_GRACE = 1.0
+# A stream that received nothing for about this long (seconds) lets go of its parser until its
+# next read (Transport.rest; ~11 KB of an idle session, bench/RESULTS.md).
+REST_AFTER = 30.0
 
 
 def make_hosts(config: Config) -> dict[str, Host]:
@@ -123,9 +126,26 @@ class Server:
         for host in self.hosts.values():
             await self.load_modules(host)
         await self._listen()
+        self.background.spawn(self._rest_idle_streams(), daemon=True)
         self._serve_http_transports()
         await self.http.start()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
+
+    async def _rest_idle_streams(self) -> None:
+        """Every REST_AFTER seconds, a pass over the streams: no timer per stream."""
+        seen: dict[C2SStream, int] = {}
+        while True:
+            await asyncio.sleep(REST_AFTER)
+            seen = self.rest_idle_streams(seen)
+
+    def rest_idle_streams(self, seen: dict[C2SStream, int]) -> dict[C2SStream, int]:
+        """Rest the streams whose received byte count is still what `seen` has (nothing came
+        since the last pass); the counts of this pass, for the next."""
+        now = {stream: stream.transport.received_bytes for stream in self.streams}
+        for stream, received in now.items():
+            if seen.get(stream) == received:
+                stream.transport.rest()
+        return now
 
     def _serve_http_transports(self) -> None:
         """Client streams over HTTP: the same driver (stream.py) on other framings."""

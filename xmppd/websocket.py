@@ -309,6 +309,10 @@ class WebSocketTransport(CoalescedOutput):
     def restart(self) -> None:
         self.parser.reset()  # after SASL the client opens a new stream with <open/> (§3.4)
 
+    def rest(self) -> None:
+        if not self._received:
+            self.parser.release()
+
     def quiet(self) -> bool:
         return True  # nothing is ever pipelined into a TLS handshake here: STARTTLS is not offered
 

@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -81,7 +82,23 @@ class XmlStream:
         self.reset()
 
     def reset(self) -> None:
-        self._parser = etree.XMLPullParser(
+        self._parser: etree.XMLPullParser | None = self._new_parser()
+        # Depth in the document: the stream's root is 1, a stanza 2 (its depth as a stanza is 1).
+        self._depth = 0
+        # Child elements started so far under the open element at each document depth (index:
+        # the children's depth), for max_children; indices up to max_depth + 2 are used.
+        self._children = [0] * (self.max_depth + 3)
+        self._deepest = self.max_depth + 1  # as a depth in the document
+        self._root: etree._Element | None = None
+        self._resume_header = b""  # the header that brings a released parser back (`release`)
+        self._pending_bytes = 0
+        self._after_lt_bang = False
+        self._last_byte_lt = False
+        self.closed = False
+
+    @staticmethod
+    def _new_parser() -> etree.XMLPullParser:
+        return etree.XMLPullParser(
             events=("start", "end", "comment", "pi"),
             # resolve_entities stays at lxml's default, "internal": no entity can be declared (the
             # byte scan refuses DTDs), so only the predefined ones and character references
@@ -94,21 +111,42 @@ class XmlStream:
             # RFC 6120 §11.6: streams are UTF-8 whatever a declaration claims.
             encoding="utf-8",
         )
-        # Depth in the document: the stream's root is 1, a stanza 2 (its depth as a stanza is 1).
-        self._depth = 0
-        # Child elements started so far under the open element at each document depth (index:
-        # the children's depth), for max_children; indices up to max_depth + 2 are used.
-        self._children = [0] * (self.max_depth + 3)
-        self._deepest = self.max_depth + 1  # as a depth in the document
-        self._root: etree._Element | None = None
-        self._pending_bytes = 0
-        self._after_lt_bang = False
-        self._last_byte_lt = False
-        self.closed = False
+
+    def release(self) -> bool:
+        """Let go of the parser between two stanzas (about 11 KB with its document: most of an
+        idle plain session); the next `feed` builds a new one, in the same namespaces. False,
+        and nothing done, unless the stream is open and the parser holds nothing unfinished."""
+        if self._parser is None:
+            return True
+        root = self._root
+        if root is None or self.closed or self._depth != 1 or self._pending_bytes:
+            return False
+        if self._after_lt_bang or self._last_byte_lt:
+            return False
+        # The namespaces in scope are what the stanzas to come may use; the header's other
+        # attributes were read once and are not needed again.
+        declarations = "".join(
+            f" xmlns{':' + prefix if prefix else ''}={quoteattr(uri)}" for prefix, uri in root.nsmap.items()
+        )
+        name = f"{root.prefix}:stream" if root.prefix else "stream"
+        self._resume_header = f"<{name}{declarations}>".encode()
+        self._parser = None
+        self._root = None
+        return True
+
+    def _resume(self) -> etree.XMLPullParser:
+        parser = self._new_parser()
+        parser.feed(self._resume_header)
+        for _kind, element in cast("Iterator[tuple[str, etree._Element]]", parser.read_events()):
+            self._root = element  # the one start event: the stream's root, at depth 1 as before
+        self._parser = parser
+        return parser
 
     def feed(self, data: bytes) -> list[Event]:
         if self.closed or not data:
             return []
+        if self._parser is None and data.isspace():
+            return []  # a keepalive (RFC 6120 §4.6.1) leaves a released parser released
         forbidden = self._forbidden_at(data)
         if forbidden is None:
             return self._feed_all(data)
@@ -138,8 +176,9 @@ class XmlStream:
         return events
 
     def _feed_slice(self, data: bytes) -> list[Event]:
+        parser = self._parser if self._parser is not None else self._resume()
         try:
-            self._parser.feed(data)
+            parser.feed(data)
         except etree.XMLSyntaxError as exc:
             message = str(exc).split(" (")[0]
             if message.startswith("Excessive depth"):  # libxml2's own limit
@@ -203,6 +242,7 @@ class XmlStream:
         max_attributes, max_children, deepest = self.max_attributes, self.max_children, self._deepest
         try:
             # Only start/end/comment/pi events were asked for: each comes with an element.
+            assert self._parser is not None
             for kind, element in cast("Iterator[tuple[str, etree._Element]]", self._parser.read_events()):
                 if kind == "start":
                     names = element.keys()  # a plain list; namespace declarations are not in it

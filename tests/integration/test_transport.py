@@ -158,3 +158,28 @@ async def test_a_dropped_connection_ends_the_session(xmpp: XmppServer, how: str)
         assert xmpp.server.sessions.get(jid) is not None
     finally:
         again.close()
+
+
+# -- idle streams ----------------------------------------------------------------------------------
+
+
+async def test_idle_streams_let_go_of_their_parser_and_read_on_as_before(xmpp: XmppServer) -> None:
+    for jid in ("alice@localhost", "bob@localhost"):
+        await xmpp.account(jid)
+    alice = await xmpp.login("alice@localhost")
+    bob = await xmpp.login("bob@localhost")
+    received: asyncio.Queue[str] = asyncio.Queue()
+    for client in (alice, bob):
+        client.add_event_handler("message", lambda msg: received.put_nowait(msg["body"]))
+    server = xmpp.server
+    seen = server.rest_idle_streams({})  # the sweep's first look: nothing rested yet
+    assert all(stream.transport.parser._parser is not None for stream in server.streams)  # type: ignore[attr-defined]
+    server.rest_idle_streams(seen)  # nothing came since: both rest
+    assert len(server.streams) == 2
+    assert all(stream.transport.parser._parser is None for stream in server.streams)  # type: ignore[attr-defined]
+
+    # Both streams read on from where they were, in the namespaces of their stream headers.
+    alice.send_message(mto="bob@localhost", mbody="still there?", mtype="chat")
+    assert await asyncio.wait_for(received.get(), TIMEOUT) == "still there?"
+    bob.send_message(mto="alice@localhost", mbody="yes", mtype="chat")
+    assert await asyncio.wait_for(received.get(), TIMEOUT) == "yes"

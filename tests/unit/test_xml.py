@@ -877,3 +877,72 @@ def test_stanza_with_many_elements_is_detached_whole() -> None:
     assert len(element) == 500
     assert etree.tostring(element) == data.replace(b"<iq ", b'<iq xmlns="jabber:client" ').replace(b"'", b'"')
     assert etree.tostring(presence) == b'<presence xmlns="jabber:client"/>'
+
+
+# --- releasing the parser of an idle stream ---------------------------------------------------------
+
+
+def feed_releasing(chunks: list[bytes]) -> tuple[list[object], int]:
+    """Feed the chunks, asking for a release after each one; the events and how many releases
+    were granted."""
+    stream = XmlStream()
+    events: list[object] = []
+    released = 0
+    for chunk in chunks:
+        events += stream.feed(chunk)
+        released += stream.release()
+    return normalise(events), released
+
+
+def test_a_released_parser_comes_back_in_the_same_namespaces() -> None:
+    chunks = [HEADER, *STANZAS, b"\n ", STREAM_CLOSE]
+    events, released = feed_releasing(chunks)
+    assert events == WHOLE
+    # After the header, each stanza and the keepalive: the stream was open and between stanzas.
+    assert released == len(STANZAS) + 2
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+@fuzz(150)
+def test_releasing_at_any_chunking_gives_the_same_events(points: list[int]) -> None:
+    events, _released = feed_releasing(split_at(STREAM, points))
+    assert events == WHOLE
+
+
+def test_a_keepalive_leaves_a_released_parser_released() -> None:
+    stream = XmlStream()
+    stream.feed(HEADER)
+    assert stream.release()
+    assert stream.feed(b" \n ") == []
+    assert stream._parser is None
+    [message] = stream.feed(STANZAS[0])
+    assert normalise([message]) == WHOLE[1:2]
+
+
+def test_no_release_inside_a_stanza_or_before_the_header() -> None:
+    stream = XmlStream()
+    assert not stream.release()  # nothing to come back to yet
+    stream.feed(HEADER + b"<message id='a'><body>half")
+    assert not stream.release()
+    [message] = stream.feed(b"</body></message>")
+    assert isinstance(message, etree._Element) and message.findtext("{jabber:client}body") == "half"
+    assert stream.release()
+
+
+def test_a_prefix_declared_on_the_stream_stays_declared() -> None:
+    header = HEADER.replace(b"to='example.org'", b"xmlns:x='urn:example:x' to='example.org'")
+    stream = XmlStream()
+    stream.feed(header)
+    assert stream.release()
+    [message] = stream.feed(b"<message id='p'><x:data x:attr='1'/></message>")
+    assert isinstance(message, etree._Element)
+    assert message[0].tag == "{urn:example:x}data" and message[0].get("{urn:example:x}attr") == "1"
+
+
+def test_limits_hold_after_a_release() -> None:
+    stream = XmlStream(1024)
+    stream.feed(HEADER)
+    assert stream.release()
+    with pytest.raises(StreamError) as info:
+        stream.feed(b"<message><body>" + b"x" * 2048)
+    assert info.value.condition == "policy-violation"
