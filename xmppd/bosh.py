@@ -806,8 +806,9 @@ class BoshTransport:
     def restart(self) -> None:
         """Each body is parsed on its own: nothing carries over to the restarted stream."""
 
-    def rest(self) -> None:
+    def rest(self) -> bool:
         """Each body is parsed on its own: no parser outlives a request."""
+        return False
 
     def quiet(self) -> bool:
         return True

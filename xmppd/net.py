@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from xmppd.errors import StreamError
 from xmppd.framing import Opening, tcp_close, tcp_open
 from xmppd.stream import C2SStream
+from xmppd.tls import share_tls_read_buffer
 from xmppd.xml import Event, XmlStream
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class TcpTransport(CoalescedOutput, asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        share_tls_read_buffer(transport)  # Direct TLS
         peer = transport.get_extra_info("peername")
         self.address = peer[0] if isinstance(peer, tuple) else str(peer)
         sock = transport.get_extra_info("socket")
@@ -189,9 +191,8 @@ class TcpTransport(CoalescedOutput, asyncio.Protocol):
     def restart(self) -> None:
         self.parser.reset()
 
-    def rest(self) -> None:
-        if not self._received:
-            self.parser.release()
+    def rest(self) -> bool:
+        return not self._received and self.parser.release()
 
     def quiet(self) -> bool:
         # asyncio's start_tls would drop bytes already received: a client that pipelined data
@@ -208,6 +209,7 @@ class TcpTransport(CoalescedOutput, asyncio.Protocol):
         )
         if upgraded is None:
             raise ConnectionResetError("the connection closed during the TLS handshake")
+        share_tls_read_buffer(upgraded)
         self._transport = upgraded
 
     # -- Transport: output -----------------------------------------------------------------

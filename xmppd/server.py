@@ -24,6 +24,7 @@ from xmppd.events import PreAuthEvent, SessionEvent
 from xmppd.host import Host, Item
 from xmppd.http import HttpService
 from xmppd.jid import JID
+from xmppd.memory import give_back_free_memory
 from xmppd.module import ModuleAPI, load_module
 from xmppd.negotiation import Policy
 from xmppd.preauth import PreAuthSlots
@@ -142,9 +143,12 @@ class Server:
         """Rest the streams whose received byte count is still what `seen` has (nothing came
         since the last pass); the counts of this pass, for the next."""
         now = {stream: stream.transport.received_bytes for stream in self.streams}
+        rested = 0
         for stream, received in now.items():
-            if seen.get(stream) == received:
-                stream.transport.rest()
+            if seen.get(stream) == received and stream.transport.rest():
+                rested += 1
+        if rested:
+            give_back_free_memory()
         return now
 
     def _serve_http_transports(self) -> None:

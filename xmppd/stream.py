@@ -103,9 +103,10 @@ class Transport(Protocol):
     def quiet(self) -> bool:
         """Nothing received beyond the last complete element (STARTTLS may begin)."""
 
-    def rest(self) -> None:
+    def rest(self) -> bool:
         """Nothing came for a while: let go of what the next read can rebuild (the server's
-        idle sweep; the parser, between stanzas: most of an idle session's memory)."""
+        idle sweep; the parser, between stanzas: most of an idle session's memory). True when
+        something was let go now."""
 
     async def start_tls(self, domain: str | None) -> None:
         """Upgrade to TLS now (after `<proceed/>` went out)."""

@@ -40,6 +40,35 @@ def limit_tls_read_buffers() -> None:
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
+class _SharedReadBuffer:
+    """One receive buffer for every TLS connection of the process (`share_tls_read_buffer`)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(TLS_READ_BUFFER)
+        self.view = memoryview(self.buffer)
+
+
+_SHARED = _SharedReadBuffer()
+
+
+def share_tls_read_buffer(transport: asyncio.BaseTransport) -> bool:
+    """Give a TLS connection the process's one receive buffer instead of its own (17 KiB each,
+    idle or not): asyncio's SSLProtocol only receives into it between `get_buffer` and
+    `buffer_updated`, which the event loop calls back to back for one connection at a time,
+    and `buffer_updated` copies what came into the connection's own memory BIO at once. So
+    one buffer serves all. Like `limit_tls_read_buffers` this reaches into asyncio (the
+    protocol's `_ssl_buffer`), checked by tests/unit/test_tls_buffers.py; anything else (a
+    plain transport, another asyncio) is left as it is, and False returned."""
+    protocol = getattr(transport, "_ssl_protocol", None)
+    if protocol is None or not isinstance(getattr(protocol, "_ssl_buffer", None), bytearray):
+        return False
+    if len(protocol._ssl_buffer) > TLS_READ_BUFFER:  # asyncio's max_size was not lowered
+        return False
+    protocol._ssl_buffer = _SHARED.buffer
+    protocol._ssl_buffer_view = _SHARED.view
+    return True
+
+
 def self_signed(data_dir: Path, hosts: tuple[str, ...]) -> tuple[Path, Path]:
     """The fallback certificate for hosts without one, made once and kept in the data directory."""
     cert_file, key_file = data_dir / "selfsigned.crt", data_dir / "selfsigned.key"

@@ -63,6 +63,7 @@ from xmppd.framing import (
 from xmppd.http import WEBSOCKET_REL
 from xmppd.net import LINGER, READ_SIZE, CoalescedOutput
 from xmppd.stream import C2SStream
+from xmppd.tls import share_tls_read_buffer
 from xmppd.xml import Event
 
 if TYPE_CHECKING:
@@ -216,6 +217,8 @@ class WebSocketTransport(CoalescedOutput):
         self._ws = ws
         # The connection under the WebSocket, which our frames are written to (see the docstring).
         self._transport = request.transport
+        if self._transport is not None:
+            share_tls_read_buffer(self._transport)  # wss://: the HTTPS side's TLS connection
         # Messages received, not yet parsed (None: a binary message), and their bytes.
         self._received: list[bytes | None] = []
         self._received_size = 0
@@ -309,9 +312,8 @@ class WebSocketTransport(CoalescedOutput):
     def restart(self) -> None:
         self.parser.reset()  # after SASL the client opens a new stream with <open/> (§3.4)
 
-    def rest(self) -> None:
-        if not self._received:
-            self.parser.release()
+    def rest(self) -> bool:
+        return not self._received and self.parser.release()
 
     def quiet(self) -> bool:
         return True  # nothing is ever pipelined into a TLS handshake here: STARTTLS is not offered

@@ -114,10 +114,10 @@ class XmlStream:
 
     def release(self) -> bool:
         """Let go of the parser between two stanzas (about 11 KB with its document: most of an
-        idle plain session); the next `feed` builds a new one, in the same namespaces. False,
-        and nothing done, unless the stream is open and the parser holds nothing unfinished."""
+        idle plain session); the next `feed` builds a new one, in the same namespaces. True
+        when it let go of one now: the stream is open, the parser held nothing unfinished."""
         if self._parser is None:
-            return True
+            return False  # already let go
         root = self._root
         if root is None or self.closed or self._depth != 1 or self._pending_bytes:
             return False
