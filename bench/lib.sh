@@ -31,6 +31,13 @@ MAM_ARCHIVE="${MAM_ARCHIVE:-1000000}"    # archive of u1@mam.$DOMAIN written by 
 WORKERS="${WORKERS:-1}"
 MUC_RATE="${MUC_RATE:-20}"             # fixed-rate MUC latency test, messages/s into the room
 FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the server closes the flooder)
+# logins-roster: one logins pass per roster size, on accounts whose rosters have that many contacts
+# (20: the roster pool; other sizes: ranges r<size>u1.. of their own, provisioned by xmppd.sh setup).
+ROSTER_SIZES="${ROSTER_SIZES:-20 200 1000}"
+ROSTER_CURVE_ACCOUNTS="${ROSTER_CURVE_ACCOUNTS:-1000}"  # accounts per roster size (at least size + 1)
+OFFLINE_BACKLOG="${OFFLINE_BACKLOG:-1000}"  # offline-login: messages queued per account while it is offline
+OFFLINE_ROUNDS="${OFFLINE_ROUNDS:-3}"       # offline-login: accounts that log in to such a queue
+MAM_SIZES="${MAM_SIZES:-10000 1000000 10000000}"  # mam-curve: archive sizes (rows), PostgreSQL, filled by SQL
 # Idle last: 10,000 sessions leave a big heap behind (each idle scenario restarts the server first).
 # Idle sessions are measured this long after the last login (s): long enough for xmppd's idle
 # sweep (every 30 s, a stream idle since the last look lets go of its parser) to pass twice.
@@ -102,6 +109,19 @@ bench_target() {
         case $s in
         logins) loadgen "${common[@]}" --scenario logins --count "$LOGINS" \
             --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --workers "$WORKERS" ;;
+        # logins, once per roster size, each on the accounts whose rosters have that size.
+        logins-roster)
+            local size
+            for size in $ROSTER_SIZES; do
+                loadgen "${common[@]}" --scenario logins-roster --roster-size "$size" --count "$LOGINS" \
+                    --concurrency "$LOGIN_CONCURRENCY" --accounts "$ROSTER_CURVE_ACCOUNTS" --workers "$WORKERS" ||
+                    log "$label: logins-roster, $size contacts, failed (exit $?), continuing"
+            done ;;
+        # OFFLINE_BACKLOG messages queued for an offline account (1001..), then its login takes them.
+        offline-login) loadgen "${common[@]}" --scenario offline-login --backlog "$OFFLINE_BACKLOG" \
+            --rounds "$OFFLINE_ROUNDS" --first 1001 ;;
+        # xmppd's archive store alone (bench/xmppd.sh runs it, before the server starts).
+        mam-curve) log "$label: mam-curve measures xmppd's PostgreSQL archive store only (bench/xmppd.sh): skipped" ;;
         logins-pep) loadgen "${common[@]}" --scenario logins-pep --count "$LOGINS" \
             --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --roster-pool "$ROSTER_POOL" --linger "$PEP_LINGER" \
             --workers "$WORKERS" ;;

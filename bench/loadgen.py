@@ -9,7 +9,8 @@ their OMEMO device list), messages (1:1; --rate for fixed rate), messages-sm (th
 stream management on every session), messages-ws (the same over XMPP over WebSocket, RFC 7395, on
 --ws-port), idle, idle-sm (with stream management), muc, mam, cross-node
 (needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency
-without and with one more session flooding iq pings).
+without and with one more session flooding iq pings), logins-roster (logins on the accounts with
+--roster-size contacts), offline-login (--backlog messages queued while offline, delivered at login).
 See bench/README.md for what each one measures.
 """
 
@@ -34,14 +35,16 @@ from typing import Any
 from bench import procstat
 from bench.client import Target
 from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default_context
-from bench.scram import HASHES, KeyCache
+from bench.scram import DEFAULT_KEY_CACHE, HASHES, KeyCache
 from bench.stats import summarize_us
 
-SHARDABLE = {"prime", "logins", "logins-pep", "messages", "messages-sm", "messages-ws", "cross-node"}
+SHARDABLE = {"prime", "logins", "logins-pep", "logins-roster", "messages", "messages-sm", "messages-ws", "cross-node"}
 RATE_KEYS = {
     "prime": ("accounts", "accounts/s"),
     "logins": ("logins", "logins/s"),
     "logins-pep": ("logins", "logins/s"),
+    "logins-roster": ("logins", "logins/s"),
+    "offline-login": ("messages", "msg/s delivered from the offline queue"),
     "messages": ("delivered", "msg/s"),
     "messages-sm": ("delivered", "msg/s"),
     "messages-ws": ("delivered", "msg/s"),
@@ -76,6 +79,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--first", type=int, default=1, help="first account number")
     a("--roster-pool", type=int, default=2000, help="accounts provisioned with rosters (logins-pep)")
     a("--linger", type=float, default=1.0, help="logins-pep: seconds a session stays online after its login")
+    a("--roster-size", type=int, default=20, help="logins-roster: contacts per roster (20: the roster pool)")
+    a("--backlog", type=int, default=1000, help="offline-login: messages queued for each account while offline")
+    a("--rounds", type=int, default=3, help="offline-login: accounts logging in to their queue, one after another")
     a("--duration", type=float, default=10.0, help="measured seconds (messages, muc, mam)")
     a("--warmup", type=float, default=2.0)
     a("--rate", type=float, default=0.0, help="fixed send rate per second (0: max, closed loop)")
@@ -93,7 +99,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--timeout", type=float, default=20.0, help="per-step timeout")
     a("--workers", type=int, default=1, help="load generator processes (prime, logins, messages)")
     a("--source-ips", type=int, default=0, help="spread client sockets over 127.0.0.1..N")
-    a("--key-cache", type=Path, default=Path("bench/out/scram-keys.jsonl"))
+    a("--key-cache", type=Path, default=DEFAULT_KEY_CACHE)
     a("--json-out", type=Path, help="append JSON records to this file")
     a("--param", action="append", default=[], help="KEY=VALUE noted in the record (e.g. archive=on)")
     return p.parse_args(argv)
@@ -113,6 +119,7 @@ def options_from(args: argparse.Namespace) -> Options:
         mam_fill=args.mam_fill, mam_page=args.mam_page, settle=args.settle, peer_port=args.peer_port,
         flood_seconds=args.flood_seconds, monitor_interval=args.monitor_interval,
         ws_port=args.ws_port, ws_path=args.ws_path, ws_scheme=args.ws_scheme,
+        roster_size=args.roster_size, backlog=args.backlog, rounds=args.rounds,
     )  # fmt: skip
 
 
@@ -139,13 +146,17 @@ class Window:
         out: dict[str, Any] = {}
         if len(self.walls) < 2:
             return out
-        wall = self.walls[-1] - self.walls[-2]
+        # The samples come in begin/end pairs, the last two ending the list; a scenario that measures
+        # several windows (offline-login: one per round) gets their sum.
+        pairs = [(i, i + 1) for i in range(len(self.walls) % 2, len(self.walls) - 1, 2)]
+        wall = sum(self.walls[b] - self.walls[a] for a, b in pairs)
         for name, s in self.samples.items():
-            if s[-1].cpu_s < s[-2].cpu_s or not s[-1].pids:
+            if any(s[b].cpu_s < s[a].cpu_s or not s[b].pids for a, b in pairs):
                 out[f"{name}_gone"] = True  # the process exited during the window: no figure
                 continue
-            out[f"{name}_cpu_pct"] = procstat.cpu_pct(s[-2], s[-1], wall)
-            out[f"{name}_cpu_s"] = round(s[-1].cpu_s - s[-2].cpu_s, 3)
+            cpu_s = sum(s[b].cpu_s - s[a].cpu_s for a, b in pairs)
+            out[f"{name}_cpu_pct"] = procstat.cpu_pct(procstat.Sample(0.0, 0, 0), procstat.Sample(cpu_s, 0, 0), wall)
+            out[f"{name}_cpu_s"] = round(cpu_s, 3)
         if "server" in self.samples:
             out["server_rss_kb"] = self.samples["server"][-1].rss_kb
         return out
@@ -307,6 +318,8 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "prime": ["count", "concurrency"],
         "logins": ["count", "concurrency", "accounts", "workers"],
         "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
+        "logins-roster": ["count", "concurrency", "accounts", "workers"],
+        "offline-login": ["backlog", "rounds", "first", "body_size"],
         "messages": ["pairs", "address", "rate", "window", "duration", "body_size", "workers"],
         "messages-sm": ["pairs", "address", "rate", "window", "duration", "body_size", "workers"],
         "messages-ws": ["pairs", "address", "rate", "window", "duration", "body_size", "workers", "ws_port", "ws_path"],
@@ -318,6 +331,8 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "flood": ["duration", "flood_seconds", "monitor_interval"],
     }
     params = {k: getattr(args, k) for k in by_scenario.get(name, [])}
+    if name == "logins-roster":
+        params["roster"] = args.roster_size
     params.update(common)
     if name == "messages-ws":  # the TLS is the WebSocket's (wss://), not STARTTLS on the c2s port
         params.update(transport="websocket", tls="wss" if args.ws_scheme == "wss" else "none")
@@ -357,6 +372,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
     notes = [flood_note(r) for r in records if r["scenario"] == "flood" and "skipped" not in r]
     notes += [sm_note(r) for r in records if "skipped" not in r and "sm_sessions" in r.get("results", {})]
     notes += [ws_note(r) for r in records if "skipped" not in r and "ws_sessions" in r.get("results", {})]
+    notes += [offline_note(r) for r in records if r["scenario"] == "offline-login" and "skipped" not in r]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -417,6 +433,19 @@ def ws_note(r: dict[str, Any]) -> str:
         f"{n('ws_protocol_errors')} failed on a frame breaking RFC 6455; "
         f"at the end the server answered <close/> on {n('ws_close_answered')}, sent its closing frame on "
         f"{n('ws_close_frames')} and closed the connection on {n('ws_closed_by_server')}"
+    )
+
+
+def offline_note(r: dict[str, Any]) -> str:
+    """offline-login's own figures: the rounds' delivery times (presence sent to last message)."""
+    res = r.get("results", {})
+    return (
+        f"- {r['target']}: offline-login: {res.get('rounds', 0):g} accounts logged in to "
+        f"{res.get('backlog', 0):,.0f} queued messages each: presence to last message p50 "
+        f"{res.get('delivery_p50_ms', '-')} ms, max {res.get('delivery_max_ms', '-')} ms; first message p50 "
+        f"{res.get('first_message_p50_ms', '-')} ms; {res.get('messages', 0):,.0f} delivered, "
+        f"{res.get('refused', 0):,.0f} refused when queued (queued at {res.get('queued_per_s', 0):,.0f} msg/s), "
+        f"{res.get('stale_flushed', 0):,.0f} left from earlier runs taken first"
     )
 
 

@@ -18,6 +18,20 @@ the others sharing the rest), then times, through the ArchiveStore as the MAM mo
 and the write path: records per second through `append` one at a time, in batches, and through
 the MAM module's BatchWriter with 200 concurrent writers. Prints JSON; writes the timings and the
 EXPLAIN (ANALYZE, BUFFERS) plan of each query into `--notes`. The schema is dropped at the end.
+
+Page latency against archive size (the mam-curve scenario of bench/xmppd.sh):
+
+    python -m bench.mam_query --sizes "10000 1000000 10000000" [--queries 200] [--dsn ...]
+                              [--json-out bench/out/results.jsonl --label "xmppd ..."]
+
+For each size a throwaway schema of its own, filled by one INSERT ... SELECT FROM generate_series per
+million rows inside PostgreSQL (the same user, contacts, shares, id spread and message shape as the
+COPY above, bodies cut from a fixed text; ten million rows in minutes, where generating them in
+Python would take most of an hour), VACUUM ANALYZE and CHECKPOINT, then `--queries` timings of the
+latest page and of the latest page `with` the busiest contact; the schema is dropped before the
+next size. Prints a Markdown table (one row per size) and appends one JSON record per size to
+`--json-out` in the load generator's format (scenario "mam-curve", param archive_rows), which
+bench/report.py turns into rows of the results table.
 """
 
 from __future__ import annotations
@@ -130,6 +144,58 @@ async def fill(dsn: str, schema: str, count: int) -> dict[str, float]:
     return {"rows": count, "copy_s": round(copied, 1), "rows_per_s": round(count / copied), "table_mb": size // 2**20}
 
 
+# The fill of the curve, in SQL: rows n = $5..$6 of an archive whose n-th message is at $3 + n * $4 ms,
+# as rows() has them: contact 0 a tenth of the messages, contact 99 one in a thousand, the others
+# evenly; half outgoing; an id of that millisecond plus 20 random bits; the message's id and
+# origin-id the UUID of n; a body of 15-150 characters cut from WORDS. The random() columns come from
+# a subquery so that each is drawn once per row.
+FILL_SQL = """
+INSERT INTO archive (host, username, id, with_jid, with_resource, outgoing, stanza)
+SELECT $1, $2, id, peer, CASE WHEN outgoing THEN '' ELSE 'laptop' END, outgoing,
+       format('<message xmlns="jabber:client" from="%s" to="%s" type="chat" id="%s"><body>%s</body>'
+              '<origin-id xmlns="urn:xmpp:sid:0" id="%s"/><markable xmlns="urn:xmpp:chat-markers:0"/>'
+              '<request xmlns="urn:xmpp:receipts"/></message>',
+              CASE WHEN outgoing THEN $7 ELSE peer || '/laptop' END,
+              CASE WHEN outgoing THEN peer ELSE $8 END, uid, body, uid)
+FROM (
+    SELECT (($3::bigint + floor(n * $4::float8)::bigint) << 21) + floor(s * 1048576)::bigint AS id,
+           'c' || lpad((CASE WHEN r < 0.10 THEN 0 WHEN r < 0.101 THEN 99 ELSE 1 + floor(c * 98)::int END)::text,
+                       2, '0') || '@example.net' AS peer,
+           o < 0.5 AS outgoing,
+           substr($9, 1 + floor(b * 80)::int, 15 + floor(l * 136)::int) AS body,
+           lpad(to_hex(n), 32, '0')::uuid::text AS uid
+    FROM (SELECT n, random() AS r, random() AS c, random() AS o, random() AS s, random() AS b, random() AS l
+          FROM generate_series($5::bigint, $6::bigint) AS n) AS drawn
+) AS made
+"""
+WORDS = " ".join(["the quick brown fox jumps over a lazy dog while we talk about lunch and later plans"] * 4)
+FILL_CHUNK = 1_000_000  # rows per statement (one transaction each)
+CURVE_SHAPES = ("latest", "with")
+
+
+async def fill_sql(dsn: str, schema: str, count: int) -> dict[str, float]:
+    """As fill(), by SQL inside the server."""
+    now_ms = datetime_ms(datetime.now(UTC))
+    span = int(timedelta(days=365).total_seconds() * 1000)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": quote_identifier(schema)})
+    try:
+        await conn.execute("SELECT setseed(0.5)")
+        began = time.perf_counter()
+        for start in range(0, count, FILL_CHUNK):
+            end = min(count, start + FILL_CHUNK) - 1
+            await conn.execute(
+                FILL_SQL, HOST, USER, now_ms - span, span / count, start, end, f"{USER}@{HOST}/phone",
+                f"{USER}@{HOST}", WORDS,
+            )  # fmt: skip
+        copied = time.perf_counter() - began
+        await conn.execute("VACUUM ANALYZE archive")
+        await conn.execute("CHECKPOINT")
+        size = await conn.fetchval("SELECT pg_total_relation_size('archive')")
+    finally:
+        await conn.close()
+    return {"rows": count, "fill_s": round(copied, 1), "rows_per_s": round(count / copied), "table_mb": size // 2**20}
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 
@@ -156,16 +222,25 @@ async def timed(n: int, run: Callable[[], Awaitable[Any]]) -> dict[str, float]:
     return summary(samples)
 
 
-async def queries(storage: PostgresStorage, n: int, deep_ids: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
-    archive = storage.archive
+def query_shapes(deep_ids: list[int]) -> dict[str, Callable[[], ArchiveQuery]]:
     rng = random.Random(2)
-    shapes: dict[str, Callable[[], ArchiveQuery]] = {
+    return {
         "latest": lambda: ArchiveQuery(limit=PAGE, last=True),
         "with": lambda: ArchiveQuery(with_jid=contact(0), limit=PAGE, last=True),
         "with_rare": lambda: ArchiveQuery(with_jid=contact(99), limit=PAGE, last=True),
         "after_id": lambda: ArchiveQuery(after_id=rng.choice(deep_ids), limit=PAGE),
         "before_id": lambda: ArchiveQuery(before_id=rng.choice(deep_ids), limit=PAGE, last=True),
     }
+
+
+async def queries(
+    storage: PostgresStorage, n: int, deep_ids: list[int], only: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Timings of each query shape (`only` those named, and then no count), and an example of each."""
+    archive = storage.archive
+    shapes = query_shapes(deep_ids)
+    if only:
+        shapes = {name: make for name, make in shapes.items() if name in only}
     results: dict[str, Any] = {}
     examples: dict[str, ArchiveQuery] = {}
     for name, make in shapes.items():
@@ -182,6 +257,8 @@ async def queries(storage: PostgresStorage, n: int, deep_ids: list[int]) -> tupl
             assert page.records, name
 
         results[name] = await timed(n, run)
+    if only:
+        return results, examples
 
     async def count() -> None:
         await archive.count(HOST, USER, ArchiveQuery())
@@ -334,6 +411,101 @@ def notes(
     path.write_text("\n".join(lines))
 
 
+async def curve_point(dsn: str, rows_: int, n: int) -> dict[str, Any]:
+    """One size of the curve: a schema of its own, filled by SQL, timed, dropped."""
+    schema = f"xmppd_bench_mam_{uuid.uuid4().hex[:12]}"
+    storage = await open_postgres(dsn, schema=schema, pool_size=4)
+    try:
+        await storage.migrate()
+        filled = await fill_sql(dsn, schema, rows_)
+        timings, _ = await queries(storage, n, [], only=CURVE_SHAPES)
+    finally:
+        await storage.close()
+        await drop_schema(dsn, schema)
+    return {"fill": filled, "queries": timings}
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE")
+    finally:
+        await conn.close()
+
+
+def parse_sizes(spec: str) -> list[int]:
+    """MAM_SIZES as the shell has it: "10000 1000000 10000000" (commas and underscores too)."""
+    sizes = [int(x.replace("_", "")) for x in spec.replace(",", " ").split()]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"archive sizes must be positive row counts: {spec!r}")
+    return sizes
+
+
+def curve_record(label: str, point: dict[str, Any], n: int, postgres: str) -> dict[str, Any]:
+    """One point as a load generator record (bench/loadgen.py's format): scenario mam-curve."""
+    q, fill_ = point["queries"], point["fill"]
+    results: dict[str, float] = {
+        f"{shape}_{k}": q[shape][k] for shape in CURVE_SHAPES for k in ("p50_ms", "p99_ms", "max_ms")
+    }
+    results.update(fill_s=fill_["fill_s"], fill_rows_per_s=fill_["rows_per_s"], table_mb=fill_["table_mb"])
+    latest = q["latest"]
+    return {
+        "target": label,
+        "scenario": "mam-curve",
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "params": {"archive_rows": fill_["rows"], "page": PAGE, "queries": n, "storage": "postgresql", "fill": "sql"},
+        "results": results,
+        "errors": 0,
+        "latency": {"samples": latest["n"], "p50_ms": latest["p50_ms"], "p99_ms": latest["p99_ms"],
+                    "max_ms": latest["max_ms"]},
+        "window_s": 0.0,
+        "cpu": {},
+        "pinning": {"loadgen_cpus": ",".join(map(str, sorted(os.sched_getaffinity(0))))},
+        "info": {"postgres": postgres, "what": "latency: the latest page; results: latest and with pages"},
+    }  # fmt: skip
+
+
+def curve_table(records: list[dict[str, Any]]) -> str:
+    """The curve as Markdown: one row per archive size."""
+    lines = [
+        "| archive (messages) | table + indexes MB | fill s | latest page p50 ms | latest page p99 ms "
+        "| `with` page p50 ms | `with` page p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        res = r["results"]
+        cells = [
+            f"{r['params']['archive_rows']:,}", res["table_mb"], res["fill_s"], res["latest_p50_ms"],
+            res["latest_p99_ms"], res["with_p50_ms"], res["with_p99_ms"],
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+async def curve(args: argparse.Namespace) -> None:
+    conn = await asyncpg.connect(args.dsn)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    records = []
+    for size in parse_sizes(args.sizes):
+        print(f"mam-curve: {size:,} messages ...", file=sys.stderr, flush=True)
+        point = await curve_point(args.dsn, size, args.queries)
+        rec = curve_record(args.label, point, args.queries, version)
+        records.append(rec)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            with args.json_out.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+    print(
+        f"MAM page of {PAGE} against archive size: one user's archive in xmppd's PostgreSQL store "
+        f"(PostgreSQL {version}), {args.queries} queries per shape through storage.archive, no server; "
+        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} at the end.\n"
+    )
+    print(curve_table(records))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
@@ -341,9 +513,15 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--notes", type=Path, default=Path("docs/mam-query-plans.md"))
     parser.add_argument("--no-notes", action="store_true", help="print the JSON only")
+    parser.add_argument("--sizes", default="", help='the curve instead: archive sizes, e.g. "10000 1000000 10000000"')
+    parser.add_argument("--json-out", type=Path, help="--sizes: append one JSON record per size to this file")
+    parser.add_argument("--label", default="xmppd (postgresql)", help="--sizes: the records' target")
     args = parser.parse_args()
     if "127.0.0.1" not in args.dsn and "localhost" not in args.dsn:
         sys.exit("refusing a database that is not on this machine")
+    if args.sizes:
+        await curve(args)
+        return
 
     schema = f"xmppd_bench_mam_{uuid.uuid4().hex[:12]}"
     storage = await open_postgres(args.dsn, schema=schema, pool_size=4)

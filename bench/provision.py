@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.scram import HASHES, KeyCache, ScramKeys, derive_keys
+from bench.scram import DEFAULT_KEY_CACHE, HASHES, KeyCache, ScramKeys, derive_keys
 
 ITERATIONS = 4096  # RFC 7677's minimum; the server never runs PBKDF2 at login, so it is no factor
 
@@ -54,12 +54,32 @@ class Plan:
 
 
 def roster_contacts(n: int, pool: int, size: int = 20) -> Iterator[int]:
-    """The contacts of account n: n±1..n±size/2 modulo the pool, none outside it."""
+    """The contacts of account n: n±1..n±size/2 modulo the pool, none outside it (distinct when
+    pool > size)."""
     if n > pool:
         return
     half = size // 2
     for d in [*range(-half, 0), *range(1, half + 1)]:
         yield (n - 1 + d) % pool + 1
+
+
+BASE_ROSTER = 20  # the roster size of the pool (accounts 1..roster_pool with the plain prefix)
+
+
+def roster_range(size: int, accounts: int, prefix: str = "u") -> tuple[str, int]:
+    """The accounts whose rosters have `size` contacts, for the logins-roster curve: (prefix, count).
+
+    BASE_ROSTER is the existing pool (`prefix`1..); any other size has a range of its own,
+    `r<size><prefix>`1..count, with count = `accounts` raised to size + 1 so that n±1..n±size/2
+    modulo the range are `size` distinct contacts (the pool's symmetric relation, same range only:
+    the pool's rosters keep their 20 contacts). The range's names do not collide with the
+    numbered accounts the other scenarios use (idle logs in 1..10000, which must stay roster-free
+    beyond the pool)."""
+    if size < 2 or size % 2:
+        raise ValueError(f"a roster size must be even and at least 2: n±1..n±size/2 (got {size})")
+    if size == BASE_ROSTER:
+        return prefix, accounts
+    return f"r{size}{prefix}", max(accounts, size + 1)
 
 
 def _derive(args: tuple[str, str, bytes, int]) -> ScramKeys:
@@ -268,7 +288,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mechanism", default="SCRAM-SHA-256", choices=sorted(HASHES))
     p.add_argument("--data-dir", type=Path, help="prosody-files: Prosody's data_path")
     p.add_argument("--dsn", help="SQL flavours: postgresql://...")
-    p.add_argument("--key-cache", type=Path, default=Path("bench/out/scram-keys.jsonl"))
+    p.add_argument("--key-cache", type=Path, default=DEFAULT_KEY_CACHE)
     return p.parse_args(argv)
 
 

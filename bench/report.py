@@ -232,6 +232,92 @@ METRICS = [
 ]
 
 
+# --- the "how cost grows" curves: one row per point, the points being what the run measured -------------
+
+
+def _param_values(records: list[Record], scenario: str, key: str) -> list[int]:
+    """The distinct values of an integer parameter among the scenario's measured records, sorted."""
+    values = set()
+    for r in records:
+        if r["scenario"] == scenario and "skipped" not in r:
+            v = _p(r, key)
+            if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+                values.add(int(v))
+    return sorted(values)
+
+
+def _at(scenario: str, key: str, value: int) -> Callable[[Record], bool]:
+    return lambda r: r["scenario"] == scenario and str(_p(r, key)) == str(value)
+
+
+def roster_curve(records: list[Record]) -> list[Metric]:
+    """logins-roster: logins/s and login p50/p99 per roster size."""
+    sizes = _param_values(records, "logins-roster", "roster")
+    rows: list[tuple[str, Callable[[Record], float | None], bool, int]] = [
+        ("logins/s, {n:,}-contact roster", _rate, True, 0),
+        ("login p50 ms, {n:,}-contact roster", _lat("p50_ms"), False, 1),
+        ("login p99 ms, {n:,}-contact roster", _lat("p99_ms"), False, 1),
+    ]
+    return [
+        Metric(title.format(n=n), _at("logins-roster", "roster", n), value, better, digits)
+        for title, value, better, digits in rows
+        for n in sizes
+    ]
+
+
+def offline_curve(records: list[Record]) -> list[Metric]:
+    """offline-login: per queue size, presence-to-last-message p50 and max, and messages/s."""
+    metrics = []
+    for n in _param_values(records, "offline-login", "backlog"):
+        match = _at("offline-login", "backlog", n)
+        what = f"offline queue of {n:,} messages delivered at login"
+        metrics += [
+            Metric(f"{what}: p50 ms, presence to last message", match, _res("delivery_p50_ms"), False, 1),
+            Metric(f"{what}: max ms, presence to last message", match, _res("delivery_max_ms"), False, 1),
+            Metric(f"{what}: msg/s", match, _rate),
+        ]
+    return metrics
+
+
+def mam_curve(records: list[Record]) -> list[Metric]:
+    """mam-curve (bench/mam_query.py --sizes): page latency per archive size, xmppd's store alone."""
+    sizes = _param_values(records, "mam-curve", "archive_rows")
+    shapes = (("latest", "latest page"), ("with", "latest page `with` the busiest contact (10%)"))
+    return [
+        Metric(
+            f"MAM {label} {q} ms, {n:,}-message archive (PostgreSQL store, no server)",
+            _at("mam-curve", "archive_rows", n),
+            _res(f"{shape}_{q}_ms"),
+            False,
+            2,
+            compare=False,
+        )
+        for shape, label in shapes
+        for q in ("p50", "p99")
+        for n in sizes
+    ]
+
+
+# Each curve's rows follow the row of that title (or end the table if no such row is left).
+CURVES: list[tuple[str, Callable[[list[Record]], list[Metric]]]] = [
+    ("login p99 ms", roster_curve),
+    ("PEP: contacts' device-list events received per login", offline_curve),
+    ("MAM page p99 ms", mam_curve),
+]
+
+
+def metrics(records: list[Record]) -> list[Metric]:
+    """METRICS with the curves' rows for the points found in the records."""
+    after = {anchor: build(records) for anchor, build in CURVES}
+    out: list[Metric] = []
+    for m in METRICS:
+        out.append(m)
+        out.extend(after.pop(m.title, []))
+    for rest in after.values():
+        out.extend(rest)
+    return out
+
+
 def load(path: Path) -> list[Record]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
@@ -314,7 +400,7 @@ def fmt(v: float | None, digits: int) -> str:
 def table(records: list[Record]) -> str:
     cols = targets(records)
     lines = ["| metric | " + " | ".join(cols) + " | xmppd vs best other |", "|---" * (len(cols) + 2) + "|"]
-    for m in METRICS:
+    for m in metrics(records):
         values = {t: cell(records, t, m) for t in cols}
         if all(v is None for v in values.values()):
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import gc
 import re
 import ssl
@@ -25,6 +26,7 @@ from lxml import etree
 from bench import pep, wsframe
 from bench import stream as xs
 from bench.client import (
+    PRESENCE,
     Account,
     LoginError,
     NotOffered,
@@ -39,7 +41,7 @@ from bench.client import (
     open_stream,
     starttls,
 )
-from bench.provision import roster_contacts
+from bench.provision import roster_contacts, roster_range
 from bench.scram import KeyCache
 from bench.stats import summarize_us
 
@@ -75,6 +77,9 @@ class Options:
     ws_port: int = 0
     ws_path: str = "/xmpp-websocket"
     ws_scheme: str = "wss"  # or "ws" (no TLS)
+    roster_size: int = 20  # logins-roster: contacts in the roster of each account logging in
+    backlog: int = 1000  # offline-login: messages queued for each account while it is offline
+    rounds: int = 3  # offline-login: accounts (one after the other) that log in to their queue
 
 
 def websocket_target(opt: Options) -> Target:
@@ -403,6 +408,47 @@ class PepClient:
                 stats["caps_queries"] = stats.get("caps_queries", 0) + 1
         elif (kind := pep.event_kind(stanza, self.account, self.available_ns)) is not None:
             stats[kind] = stats.get(kind, 0) + 1
+
+
+# --- 1c. logins against roster size -------------------------------------------------------------------
+
+
+async def run_logins_roster(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """logins, on the accounts whose rosters have `roster_size` contacts (provision.roster_range:
+    the pool for 20, a range of its own for any other size); one point of the roster-size curve.
+    First (unmeasured) one account of the range logs in: if it cannot, the range is not there
+    (skipped: not provisioned), and its roster must have the size asked for; then an unmeasured
+    pass of the same logins, then the measured one."""
+    opt = ctx[0]
+    out = Outcome()
+    prefix, pool = roster_range(opt.roster_size, opt.accounts, opt.prefix)
+    ranged = dataclasses.replace(opt, prefix=prefix, accounts=pool, first=1 if prefix != opt.prefix else opt.first)
+    ctx = (ranged, ctx[1], ctx[2])
+    probe = Outcome()
+    sessions = await login_many(ctx, [ranged.first], probe)
+    if not sessions:
+        out.info["skipped"] = (
+            f"{jid(ranged, ranged.first)} cannot log in ({probe.errors[0] if probe.errors else 'no session'}): "
+            f"the {opt.roster_size}-contact range is not provisioned on this server "
+            "(bench/xmppd_provision.py --roster-sizes)"
+        )
+        async with measuring(meter, out):
+            pass  # load generator workers meet at the window's edges, also when there is nothing to measure
+        return out
+    close_all(sessions)
+    # An unmeasured pass over the same accounts first, so that every point of the curve is a second
+    # pass (on xmppd a second pass is ~15% faster than the first after a start: see logins-pep).
+    warm = Outcome()
+    await TimedLogins(ctx, warm, 0.0, {}).run(_login_numbers(ranged, shard))
+    out.add_errors(warm)
+    out.counts["warmup_logins"] = len(warm.latencies_us)
+    totals = await _measured_logins(ctx, meter, shard, out)
+    items = totals["roster_items"] / max(1, len(out.latencies_us))
+    out.info["roster_items"] = items
+    out.info["accounts"] = f"{jid(ranged, ranged.first)}..{ranged.prefix}{ranged.first + pool - 1}"
+    if out.latencies_us and items != opt.roster_size:
+        out.error(LoginError(f"rosters had {items:g} items on average, not {opt.roster_size}: re-provision"))
+    return out
 
 
 # --- 2. one-to-one messages (and 6. across nodes) ----------------------------------------------------
@@ -1038,6 +1084,200 @@ async def _fill_archive(opt: Options, owner: Session, partner: Session, n: int) 
         owner.use_sink(sink)
 
 
+# --- 9. an offline queue delivered at login -----------------------------------------------------------
+
+_MESSAGE_ERROR = re.compile(rb"""<message\b[^>]*\stype=['"]error['"]""")
+
+
+def refused_messages(data: bytes) -> int:
+    """Error messages in what a sender received: each is one of its messages the server did not
+    store (XEP-0160 §2: a full queue answers service-unavailable)."""
+    return len(_MESSAGE_ERROR.findall(data))
+
+
+def iq_answered(data: bytes, iq_id: str) -> bool:
+    """Whether the iq `iq_id` was answered in `data` (any quote style, any attribute order)."""
+    return re.search(rb"<iq\b[^>]*\sid=['\"]" + re.escape(iq_id.encode()) + rb"['\"]", data) is not None
+
+
+class Arrivals:
+    """A byte sink counting body markers, noting when the first and the `expected`th arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.scanner = xs.MarkerScanner()
+        self.count = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.done = asyncio.get_running_loop().create_future()
+        self.seen_ns = time.monotonic_ns()  # the last read of any bytes
+        if expected <= 0:
+            self.done.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        self.seen_ns = now
+        n = len(self.scanner.feed(data))
+        if not n:
+            return
+        if not self.count:
+            self.first_ns = now
+        self.count += n
+        self.last_ns = now
+        if self.count >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+
+class OfflineSender:
+    """The session that fills the queues: chat messages to a bare JID, paced in writes of 100, then
+    a ping whose answer says the server has handled (stored) them all: it handles one session's
+    stanzas in order. Counts the messages the server refused."""
+
+    def __init__(self, opt: Options, session: Session) -> None:
+        self.opt, self.session = opt, session
+        self.buf = bytearray()
+        self.arrived = asyncio.Event()
+        self.seq = 0
+        self.pad = "x" * max(0, opt.body_size - 30)
+        session.use_sink(self._on_data)
+
+    def _on_data(self, data: bytes) -> None:
+        self.buf += data
+        self.arrived.set()
+
+    async def queue(self, to: str, n: int) -> int:
+        """Sends n messages to `to`; returns how many the server refused."""
+        self.seq += 1
+        self.buf.clear()
+        head = f"<message to='{to}' type='chat'><body>bt:".encode()
+        for start in range(0, n, 100):
+            msg = head + f"{time.monotonic_ns()}:offline {self.pad}</body></message>".encode()
+            self.session.transport.write(msg * min(100, n - start))
+            await asyncio.sleep(0.01)  # a paced writer, not a flood
+        qid = f"offline{self.seq}"
+        self.session.send(xs.ping(qid, self.opt.target.domain))
+        async with asyncio.timeout(max(self.opt.target.timeout, n / 50)):
+            while not iq_answered(self.buf, qid):
+                if self.session.proto.lost:
+                    raise ConnectionError("the sender's connection was closed")
+                self.arrived.clear()
+                await self.arrived.wait()
+        return refused_messages(self.buf)
+
+
+async def _nothing(_session: Session) -> None:
+    return None
+
+
+async def _closed(session: Session, limit_s: float) -> None:
+    """Closes the session and waits (bounded) until the server has closed the connection too."""
+    session.close()
+    deadline = time.monotonic() + limit_s
+    while not session.proto.lost and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class OfflineRound:
+    """One account's login to its queue: when the first and the last queued message arrived after
+    its initial presence was sent (µs), and how many arrived."""
+
+    first_us: int
+    last_us: int
+    messages: int
+
+
+async def run_offline_login(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """`rounds` accounts, one after the other: another session queues `backlog` chat messages for
+    the account while it is offline, then the account logs in (TLS, SCRAM, bind, roster) and sends
+    its initial presence; timed from that presence until the last queued message has arrived.
+    Beforehand each account logs in once and takes whatever an earlier run left in its queue."""
+    opt = ctx[0]
+    out = Outcome()
+    recipients = list(range(opt.first, opt.first + opt.rounds))
+    sender_n = opt.first + opt.rounds
+    out.counts["stale_flushed"] = await _flush_queues(ctx, recipients, out)
+    senders = await login_many(ctx, [sender_n], out, roster=False, presence=None)
+    if sender_n not in senders:
+        out.info["failed"] = "the sender could not log in"
+        return out
+    sender = OfflineSender(opt, senders[sender_n])
+    await asyncio.sleep(1.0)  # the recipients' sessions closed above are gone from the server by now
+    rounds: list[OfflineRound] = []
+    queued_s = 0.0
+    refused = 0
+    for n in recipients:
+        try:
+            t = time.monotonic()
+            refused_now = await sender.queue(jid(opt, n), opt.backlog)
+            queued_s += time.monotonic() - t
+            refused += refused_now
+            done = await _offline_round(ctx, meter, n, opt.backlog - refused_now, out)
+        except (OSError, LoginError, TimeoutError, xs.StreamError) as exc:
+            out.error(exc)
+            continue
+        if done is not None:
+            rounds.append(done)
+    senders[sender_n].close()
+    out.latencies_us.extend(r.last_us for r in rounds)
+    out.window_s = sum(r.last_us for r in rounds) / 1e6
+    delivered = sum(r.messages for r in rounds)
+    out.counts.update(backlog=opt.backlog, rounds=len(rounds), messages=delivered, refused=refused)
+    if refused:
+        out.error(LoginError(f"the server refused {refused} of the messages to queue (its offline limit?)"))
+    if rounds:
+        s = summarize_us(out.latencies_us)
+        out.counts.update(delivery_p50_ms=s["p50_ms"], delivery_max_ms=s["max_ms"])
+        out.counts["first_message_p50_ms"] = summarize_us([r.first_us for r in rounds])["p50_ms"]
+    if queued_s:
+        out.counts["queued_per_s"] = round(opt.backlog * opt.rounds / queued_s, 1)
+    return out
+
+
+async def _offline_round(ctx: Context, meter: Meter, n: int, expected: int, out: Outcome) -> OfflineRound | None:
+    """Account n logs in without presence, then sends it and takes its queue (`expected`
+    messages); the meter's window is the delivery. None (and an error) if some never came."""
+    opt, cache, ssl_ctx = ctx
+    limit_s = max(opt.target.timeout, opt.backlog / 50)
+    account = Account(f"{opt.prefix}{n}", opt.password, opt.resource)
+    session = await login(opt.target, account, cache, ssl_ctx, presence=None, ready=_nothing)
+    arrivals = Arrivals(expected)
+    session.use_sink(arrivals.feed)
+    try:
+        with collector_paused():
+            await meter.begin()  # one window per round: the CPU figures add up every delivery
+            sent_ns = time.monotonic_ns()
+            session.send(PRESENCE)
+            try:
+                async with asyncio.timeout(limit_s):
+                    await arrivals.done
+            except TimeoutError:
+                out.error(TimeoutError(f"{arrivals.count} of {expected} offline messages in {limit_s:g} s"))
+            await meter.end()
+    finally:
+        await _closed(session, opt.target.timeout)
+    if expected <= 0 or arrivals.count < expected:
+        return None
+    return OfflineRound((arrivals.first_ns - sent_ns) // 1000, (arrivals.last_ns - sent_ns) // 1000, arrivals.count)
+
+
+async def _flush_queues(ctx: Context, numbers: list[int], out: Outcome) -> int:
+    """Logs the accounts in with presence, takes their queued messages until none has come for half
+    a second (at most the timeout), logs them out; returns the messages taken."""
+    opt = ctx[0]
+    sessions = await login_many(ctx, numbers, out)
+    counters = {n: Arrivals(1 << 62) for n in sessions}
+    for n, s in sessions.items():
+        s.use_sink(counters[n].feed)
+    deadline = time.monotonic_ns() + int(opt.target.timeout * 1e9)
+    while time.monotonic_ns() < deadline:
+        if all(time.monotonic_ns() - c.seen_ns > 500_000_000 for c in counters.values()):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*(_closed(s, opt.target.timeout) for s in sessions.values()))
+    return sum(c.count for c in counters.values())
+
+
 # --- 8. one client floods while a monitor pair chats (issue 10) -----------------------------------------
 
 
@@ -1268,6 +1508,8 @@ SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outco
     "prime": run_prime,
     "logins": run_logins,
     "logins-pep": run_logins_pep,
+    "logins-roster": run_logins_roster,
+    "offline-login": run_offline_login,
     "messages": run_messages,
     "messages-sm": run_messages_sm,
     "messages-ws": run_messages_ws,

@@ -38,6 +38,11 @@ def derive_keys(hash_name: str, password: str, salt: bytes, iterations: int) -> 
     )
 
 
+# Where the load generator and the provisioning scripts keep the cache: in the run's output directory
+# (bench/lib.sh exports BENCH_OUT; bench/out by default, from the repository root).
+DEFAULT_KEY_CACHE = Path(os.environ.get("BENCH_OUT", "bench/out")) / "scram-keys.jsonl"
+
+
 @dataclass
 class KeyCache:
     """Memoises derive_keys; hits/misses are reported so a run can show PBKDF2 stayed off the path."""

@@ -23,17 +23,23 @@ XMPPD_MODULES="${XMPPD_MODULES:-ping version register caps contact_addresses off
 ARCHIVE_SCENARIOS="messages-archive messages-archive-bare messages-archive-rate messages-archive-half mam"
 # Run on xmppd's default per-session rate limits (the others raise them out of the way).
 FLOOD_SCENARIOS="flood"
+# The archive store alone, before any server starts.
+STORAGE_SCENARIOS="mam-curve"
 RAISED_LIMITS="$(cat "$HERE/templates/xmppd-raised-limits.toml")"
+# [modules.offline] with the offline queue's limit raised for offline-login (OFFLINE_BACKLOG); only
+# with the offline module loaded (xmppd refuses options of a module it does not load).
+OFFLINE_OPTIONS="$(cat "$HERE/templates/xmppd-offline.toml")"
 
 toml_list() { local out="" m; for m in "$@"; do out+="${out:+, }\"$m\""; done; echo "$out"; }
 
 render() {  # render OUT LIMITS MODULES...   (LIMITS: [c2s] rate-limit lines, empty for the defaults)
-    local out=$1 limits=$2
+    local out=$1 limits=$2 options=""
     shift 2
+    if [[ " $* " == *" offline "* ]]; then options=$OFFLINE_OPTIONS; fi
     "$PY" -m bench.render "$HERE/templates/xmppd.toml" "$out" OUT="$OUT" DOMAIN="$DOMAIN" \
         C2S_PORT=$PORT C2S_TLS_PORT=$((PORT + 1)) HTTP_PORT=$HTTP_PORT HTTP_TLS_PORT=$HTTPS_PORT \
         PG_PORT="$PG_PORT" STORAGE="$XMPPD_STORAGE" \
-        MODULES="$(toml_list "$@")" C2S_LIMITS="$limits"
+        MODULES="$(toml_list "$@")" C2S_LIMITS="$limits" MODULE_OPTIONS="$options"
 }
 
 setup() {
@@ -48,8 +54,24 @@ setup() {
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" check-config >/dev/null)
     (cd "$ROOT" && "$PY" -m xmppd --config "$OUT/xmppd-flood.toml" check-config >/dev/null)
     (cd "$ROOT" && "$PY" -m xmppd --config "$CFG" migrate >/dev/null)
+    # The logins-roster ranges (r200u1.., r1000u1..: 1.2 million roster items) only when asked for.
+    local curve=()
+    if [[ " $SCENARIOS " == *" logins-roster "* ]]; then
+        curve=(--roster-sizes "$ROSTER_SIZES" --roster-accounts "$ROSTER_CURVE_ACCOUNTS")
+    fi
     (cd "$ROOT" && "$PY" -m bench.xmppd_provision --config "$CFG" --domain "$DOMAIN:$ACCOUNTS" \
-        --domain "mam.$DOMAIN:$MAM_ACCOUNTS" --roster-pool "$ROSTER_POOL" --password "$PASSWORD")
+        --domain "mam.$DOMAIN:$MAM_ACCOUNTS" --roster-pool "$ROSTER_POOL" --password "$PASSWORD" "${curve[@]}")
+}
+
+# mam-curve: page latency against archive size in xmppd's PostgreSQL archive store, no server running
+# (bench/mam_query.py --sizes: a throwaway schema per size in the bench cluster, filled by SQL).
+mam_curve() {
+    local label=$1
+    pg_createdb xmppd_mam
+    log "$label: mam-curve, archives of $MAM_SIZES messages (PostgreSQL, filled by SQL)"
+    (cd "$ROOT" && taskset -c "$LOADGEN_CPU" "$PY" -m bench.mam_query --dsn "$PG_DSN_BASE/xmppd_mam" \
+        --sizes "$MAM_SIZES" --queries "$MAM_QUERIES" --json-out "$RESULTS" --label "$label") ||
+        log "$label: mam-curve failed (exit $?), continuing"
 }
 
 start() {  # start [CONFIG]
@@ -84,14 +106,16 @@ run() {
     setup
     stop
     trap stop EXIT
-    local rev label plain="" archive="" flood="" s
+    local rev label plain="" archive="" flood="" storage="" s
     rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
     label="xmppd $rev ($XMPPD_STORAGE)"
     for s in $SCENARIOS; do
         if [[ " $ARCHIVE_SCENARIOS " == *" $s "* ]]; then archive+=" $s"
         elif [[ " $FLOOD_SCENARIOS " == *" $s "* ]]; then flood+=" $s"
+        elif [[ " $STORAGE_SCENARIOS " == *" $s "* ]]; then storage+=" $s"
         else plain+=" $s"; fi
     done
+    if [ -n "$storage" ]; then mam_curve "$label"; fi
     if [ -n "$plain" ]; then
         start "$OUT/xmppd-noarchive.toml"
         restart_server() { stop; start "$OUT/xmppd-noarchive.toml"; RESTARTED_PID=$(cat "$X/run.pid"); }

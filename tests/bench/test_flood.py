@@ -163,6 +163,7 @@ def _render(tmp_path: Path, limits: str) -> dict:
         "OUT": "/tmp/bench", "DOMAIN": "bench.local", "C2S_PORT": "35222", "C2S_TLS_PORT": "35223",
         "HTTP_PORT": "35280", "HTTP_TLS_PORT": "35281",
         "PG_PORT": "15432", "STORAGE": "sqlite", "MODULES": '"ping"', "C2S_LIMITS": limits,
+        "MODULE_OPTIONS": "",
     }  # fmt: skip
     render(TEMPLATES / "xmppd.toml", out, values)
     return tomllib.loads(out.read_text())

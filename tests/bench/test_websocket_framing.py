@@ -509,7 +509,7 @@ def test_xmppd_bench_config_serves_websocket_on_loopback(tmp_path: Path) -> None
     values = {
         "OUT": str(tmp_path), "DOMAIN": "bench.local", "C2S_PORT": "35222", "C2S_TLS_PORT": "35223",
         "HTTP_PORT": "35280", "HTTP_TLS_PORT": "35281", "PG_PORT": "15432", "STORAGE": "sqlite",
-        "MODULES": '"ping"', "C2S_LIMITS": "",
+        "MODULES": '"ping"', "C2S_LIMITS": "", "MODULE_OPTIONS": "",
     }  # fmt: skip
     render(Path(__file__).resolve().parents[2] / "bench" / "templates" / "xmppd.toml", out, values)
     http = load_config(out).http
