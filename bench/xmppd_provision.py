@@ -50,7 +50,7 @@ def parse_sizes(spec: str) -> list[int]:
 
 
 async def provision_api(config_path: str, plans: list[Plan], cache: KeyCache, bulk: Sequence[Plan] = ()) -> None:
-    from storage import RosterItem, ScramCredentials, open_storage
+    from storage import RosterItem, open_storage
     from xmppd.config import load_config
 
     config = load_config(config_path)
@@ -63,21 +63,10 @@ async def provision_api(config_path: str, plans: list[Plan], cache: KeyCache, bu
     try:
         await storage.migrate()
         for plan in plans:
-            per_hash = {
-                h: compute_keys(Plan(**{**plan.__dict__, "mechanism": mech}), cache) for mech, h in HASHES.items()
-            }
+            per_hash = keys_by_hash(plan, cache)
             for n in range(1, plan.count + 1):
                 user = plan.user(n)
-                creds = [
-                    ScramCredentials(h, plan.salt(n), ITERATIONS, k[n - 1].stored_key, k[n - 1].server_key)
-                    for h, k in per_hash.items()
-                ]
-                if not await storage.accounts.create(plan.domain, user, creds):
-                    # Re-provisioning: touch only what differs, so a second run takes seconds.
-                    stored = await storage.accounts.credentials(plan.domain, user, "sha256")
-                    wanted = next(c for c in creds if c.hash_name == "sha256")
-                    if stored is None or stored.stored_key != wanted.stored_key:
-                        await storage.accounts.set_credentials(plan.domain, user, creds)
+                if await ensure_account(storage, plan, n, per_hash):
                     _, items = await storage.rosters.items(plan.domain, user)
                     if len(items) == len(list(plan.contacts(n))):
                         continue
@@ -90,24 +79,37 @@ async def provision_api(config_path: str, plans: list[Plan], cache: KeyCache, bu
         await storage.close()
 
 
+def keys_by_hash(plan: Plan, cache: KeyCache) -> dict[str, Any]:
+    """The plan's SCRAM keys for each hash xmppd stores, by hash name."""
+    return {h: compute_keys(Plan(**{**plan.__dict__, "mechanism": mech}), cache) for mech, h in HASHES.items()}
+
+
+async def ensure_account(storage: Any, plan: Plan, n: int, per_hash: dict[str, Any]) -> bool:
+    """Create the plan's account n with its keys; True when it existed already (its keys are then
+    put right if they differ: re-provisioning touches only what differs, so it takes seconds)."""
+    from storage import ScramCredentials
+
+    user = plan.user(n)
+    creds = [
+        ScramCredentials(h, plan.salt(n), ITERATIONS, k[n - 1].stored_key, k[n - 1].server_key)
+        for h, k in per_hash.items()
+    ]
+    if await storage.accounts.create(plan.domain, user, creds):
+        return False
+    stored = await storage.accounts.credentials(plan.domain, user, "sha256")
+    wanted = next(c for c in creds if c.hash_name == "sha256")
+    if stored is None or stored.stored_key != wanted.stored_key:
+        await storage.accounts.set_credentials(plan.domain, user, creds)
+    return True
+
+
 async def provision_bulk(storage: Any, plan: Plan, cache: KeyCache) -> None:
     """A logins-roster range: accounts through the storage API (only those missing or with other
     keys), then the rosters that do not have their contacts yet, in bulk."""
-    from storage import ScramCredentials
-
-    per_hash = {h: compute_keys(Plan(**{**plan.__dict__, "mechanism": mech}), cache) for mech, h in HASHES.items()}
+    per_hash = keys_by_hash(plan, cache)
     existing = await roster_digests(storage, plan.domain, plan.prefix)
     for n in range(1, plan.count + 1):
-        user = plan.user(n)
-        creds = [
-            ScramCredentials(h, plan.salt(n), ITERATIONS, k[n - 1].stored_key, k[n - 1].server_key)
-            for h, k in per_hash.items()
-        ]
-        if not await storage.accounts.create(plan.domain, user, creds):
-            stored = await storage.accounts.credentials(plan.domain, user, "sha256")
-            wanted = next(c for c in creds if c.hash_name == "sha256")
-            if stored is None or stored.stored_key != wanted.stored_key:
-                await storage.accounts.set_credentials(plan.domain, user, creds)
+        await ensure_account(storage, plan, n, per_hash)
     rosters = {
         plan.user(n): [f"{plan.user(c)}@{plan.domain}" for c in plan.contacts(n)] for n in range(1, plan.count + 1)
     }
