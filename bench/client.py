@@ -77,6 +77,7 @@ class XmppProtocol(asyncio.Protocol):
         self.sink: Callable[[bytes], None] | None = None
         self.sm: xs.SmCounter | None = None  # XEP-0198, from <enable/> on
         self.lost = False
+        self.lost_waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None
         # Flow control (asyncio calls pause_writing past the transport's high-water mark): only the
         # flood scenario waits on it, to write as fast as the socket takes its output.
@@ -122,6 +123,14 @@ class XmppProtocol(asyncio.Protocol):
         self.lost = True
         self._wake()
         self.resume_writing()
+        if self.lost_waiter is not None and not self.lost_waiter.done():
+            self.lost_waiter.set_result(None)
+
+    async def closed(self) -> None:
+        """Returns once the connection is closed (by either side)."""
+        if not self.lost:
+            self.lost_waiter = asyncio.get_running_loop().create_future()
+            await self.lost_waiter
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():

@@ -1164,6 +1164,23 @@ class OfflineSender:
                 await self.arrived.wait()
         return refused_messages(self.buf)
 
+    async def until_offline(self, full_jid: str) -> None:
+        """Waits until the server has no session for `full_jid`: an iq to it comes back as an
+        error (RFC 6121 §8.5.3.2.3), while a session it still holds would get it and, closed,
+        never answer: then ask again."""
+        async with asyncio.timeout(self.opt.target.timeout):
+            while True:
+                self.seq += 1
+                qid = f"gone{self.seq}"
+                self.buf.clear()
+                self.session.send(xs.ping(qid, full_jid))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        while not iq_answered(self.buf, qid):
+                            self.arrived.clear()
+                            await self.arrived.wait()
+                        return
+
 
 async def _nothing(_session: Session) -> None:
     return None
@@ -1172,9 +1189,9 @@ async def _nothing(_session: Session) -> None:
 async def _closed(session: Session, limit_s: float) -> None:
     """Closes the session and waits (bounded) until the server has closed the connection too."""
     session.close()
-    deadline = time.monotonic() + limit_s
-    while not session.proto.lost and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit_s):
+            await session.proto.closed()
 
 
 @dataclass
@@ -1202,7 +1219,8 @@ async def run_offline_login(ctx: Context, meter: Meter, shard: Shard) -> Outcome
         out.info["failed"] = "the sender could not log in"
         return out
     sender = OfflineSender(opt, senders[sender_n])
-    await asyncio.sleep(1.0)  # the recipients' sessions closed above are gone from the server by now
+    for n in recipients:  # their sessions of _flush_queues are gone: what comes now is queued
+        await sender.until_offline(f"{opt.prefix}{n}@{opt.target.domain}/{opt.resource}")
     rounds: list[OfflineRound] = []
     queued_s = 0.0
     refused = 0

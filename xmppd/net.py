@@ -15,6 +15,7 @@ wait for it, never buffered without end.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import socket
@@ -37,7 +38,7 @@ MAX_WRITE_BUFFER = 8 * 1024 * 1024
 LINGER = 1.0
 
 
-class CoalescedOutput:
+class CoalescedOutput(abc.ABC):
     """The output half of a client transport (TCP here, WebSocket in websocket.py): what is
     written in one event-loop pass goes out as one write to the connection at the end of the pass
     (the stanzas routed in one pass cost one system call and one TLS record), and a peer that does
@@ -73,9 +74,9 @@ class CoalescedOutput:
             log.warning("closing %s: it does not read what it is sent", self.address)
             self._too_slow(transport)
 
+    @abc.abstractmethod
     def _too_slow(self, transport: asyncio.Transport) -> None:
         """End the stream of a peer that does not read (policy-violation) and cut the connection."""
-        raise NotImplementedError
 
 
 class TcpTransport(CoalescedOutput, asyncio.Protocol):

@@ -27,6 +27,7 @@ As for any error, the stanzas completed before the fault come with the StreamErr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import re
@@ -355,8 +356,7 @@ def _discard(parser: etree.XMLPullParser, root: etree._Element | None) -> None:
         with contextlib.suppress(etree.XMLSyntaxError):
             parser.feed(f"</{root.prefix}:stream>" if root.prefix else "</stream>")
     with contextlib.suppress(etree.XMLSyntaxError):
-        for _event in parser.read_events():
-            pass
+        collections.deque(parser.read_events(), maxlen=0)  # read, each dropped at once
         parser.close()
 
 

@@ -84,7 +84,4 @@ async def test_tls_connections_share_one_receive_buffer_and_lose_nothing(tmp_pat
 
 
 def test_a_plain_transport_keeps_what_it_has() -> None:
-    class Plain(asyncio.BaseTransport):
-        pass
-
-    assert not share_tls_read_buffer(Plain())
+    assert not share_tls_read_buffer(asyncio.BaseTransport())
