@@ -35,6 +35,12 @@ FLOOD_SECONDS="${FLOOD_SECONDS:-30}"   # longest iq ping flood (less when the se
 # (20: the roster pool; other sizes: ranges r<size>u1.. of their own, provisioned by xmppd.sh setup).
 ROSTER_SIZES="${ROSTER_SIZES:-20 200 1000}"
 ROSTER_CURVE_ACCOUNTS="${ROSTER_CURVE_ACCOUNTS:-1000}"  # accounts per roster size (at least size + 1)
+# idle-curve: KB per idle session at each of these session counts, TLS then plain, a freshly started
+# server per point. Each session holds a descriptor in the server and in the load generator: a count
+# above the file limit (ulimit -n, less 100 of headroom) of either is skipped, logged and listed under
+# the table (the hard limit here is 20,000 and cannot be raised in this container).
+IDLE_SIZES="${IDLE_SIZES:-1000 10000 19000}"
+IDLE_SOURCE_IPS=4  # idle-curve's client addresses, 127.0.0.1..4: ~28k ephemeral ports each
 OFFLINE_BACKLOG="${OFFLINE_BACKLOG:-1000}"  # offline-login: messages queued per account while it is offline
 OFFLINE_ROUNDS="${OFFLINE_ROUNDS:-3}"       # offline-login: accounts that log in to such a queue
 MAM_SIZES="${MAM_SIZES:-10000 1000000 10000000}"  # mam-curve: archive sizes (rows), PostgreSQL, filled by SQL
@@ -43,6 +49,13 @@ MAM_SIZES="${MAM_SIZES:-10000 1000000 10000000}"  # mam-curve: archive sizes (ro
 # sweep (every 30 s, a stream idle since the last look lets go of its parser) to pass twice.
 IDLE_SETTLE="${IDLE_SETTLE:-65}"
 SCENARIOS="${SCENARIOS:-logins logins-pep messages messages-bare messages-sm messages-ws messages-archive messages-archive-bare messages-rate messages-archive-rate messages-archive-half flood muc muc-rate mam idle-tls idle-sm idle-plain cross-node}"
+# idle-curve logs in u1..u<count>: as many accounts as its largest count.
+if [[ " $SCENARIOS " == *" idle-curve "* ]]; then
+    for _idle_n in $IDLE_SIZES; do
+        if ((_idle_n > ACCOUNTS)); then ACCOUNTS=$_idle_n; fi
+    done
+    unset _idle_n
+fi
 PG_PORT="${BENCH_PG_PORT:-15432}"
 PG_DSN_BASE="postgresql://postgres@127.0.0.1:$PG_PORT"
 RESULTS="$OUT/results.jsonl"
@@ -97,7 +110,8 @@ bench_target() {
     for s in $SCENARIOS; do
         # Idle memory is measured on a fresh server: allocators (Python's, Erlang's, Lua's) keep what
         # earlier scenarios used, and a reused heap would hide the cost of new sessions.
-        if [[ $s == idle-* ]] && declare -F restart_server >/dev/null; then
+        # idle-curve restarts the server before each of its points (below).
+        if [[ $s == idle-* && $s != idle-curve ]] && declare -F restart_server >/dev/null; then
             # Called directly, not in $(...): a daemon started inside a command substitution could
             # hold its pipe open and hang the script. restart_server sets RESTARTED_PID.
             restart_server || { log "$label: restart failed"; return 1; }
@@ -154,6 +168,25 @@ bench_target() {
         idle-tls) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" ;;
         idle-sm) loadgen "${common[@]}" --scenario idle-sm --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" ;;
         idle-plain) loadgen "${common[@]}" --scenario idle --count "$IDLE" --concurrency 50 --settle "$IDLE_SETTLE" --tls none ;;
+        # idle at each count of IDLE_SIZES, STARTTLS then plain, each point on a freshly started server;
+        # the load generator skips (and records as skipped) a count beyond either side's file limit.
+        # Clients spread over IDLE_SOURCE_IPS addresses: the previous point's closed connections keep
+        # many of their ports (TIME_WAIT, 60 s: ~9,700 after 19,000 sessions), and one address has ~28k.
+        idle-curve)
+            local n tls
+            for n in $IDLE_SIZES; do
+                for tls in starttls none; do
+                    if declare -F restart_server >/dev/null; then
+                        restart_server || { log "$label: restart failed"; return 1; }
+                        spid=$RESTARTED_PID
+                        common=(--port "$port" --server-pid "$spid" --db-pid "$dbpid" --mechanism "$MECH" --label "$label" "${extra[@]}")
+                    fi
+                    log "$label: idle-curve, $n sessions, tls $tls, server pid $spid"
+                    loadgen "${common[@]}" --scenario idle-curve --count "$n" --concurrency 50 \
+                        --settle "$IDLE_SETTLE" --tls "$tls" --source-ips "$IDLE_SOURCE_IPS" ||
+                        log "$label: idle-curve, $n sessions, tls $tls, failed (exit $?), continuing"
+                done
+            done ;;
         muc) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \
             --param archive=on ;;
         muc-rate) loadgen "${common[@]}" --scenario muc --occupants "$MUC_OCCUPANTS" --duration "$DURATION" \

@@ -7,7 +7,8 @@ Prints one JSON record per scenario on stdout (and appends it to --json-out), th
 Scenarios: prime (fill the client key cache), logins, logins-pep (clients with caps that publish
 their OMEMO device list), messages (1:1; --rate for fixed rate), messages-sm (the same with XEP-0198
 stream management on every session), messages-ws (the same over XMPP over WebSocket, RFC 7395, on
---ws-port), idle, idle-sm (with stream management), muc, mam, cross-node
+--ws-port), idle, idle-sm (with stream management), idle-curve (idle under a name of its own: one point
+of bench/lib.sh's curve, which runs it once per size and TLS mode), muc, mam, cross-node
 (needs --peer-port of a second cluster node; skipped otherwise), flood (a monitor pair's latency
 without and with one more session flooding iq pings), logins-roster (logins on the accounts with
 --roster-size contacts), offline-login (--backlog messages queued while offline, delivered at login).
@@ -37,6 +38,11 @@ from bench.client import Target
 from bench.scenarios import SCENARIOS, Context, Options, Outcome, Shard, default_context
 from bench.scram import DEFAULT_KEY_CACHE, HASHES, KeyCache
 from bench.stats import summarize_us
+
+# Scenarios run under a name of their own, so that their records stay apart from the original's.
+ALIASES = {"idle-curve": "idle"}
+IDLE_SCENARIOS = ("idle", "idle-sm", "idle-curve")
+FD_HEADROOM = 100  # descriptors besides the idle sessions' sockets: listeners, database, logs, the loop
 
 SHARDABLE = {"prime", "logins", "logins-pep", "logins-roster", "messages", "messages-sm", "messages-ws", "cross-node"}
 RATE_KEYS = {
@@ -71,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--ws-scheme", default="wss", choices=["wss", "ws"], help="messages-ws: wss (TLS) or ws (plain)")
     a("--server-pid", default="", help="server pid(s), comma-separated; descendants are included")
     a("--db-pid", default="", help="database pid(s), reported separately")
-    a("--scenario", default="logins", help="comma-separated: " + ",".join(SCENARIOS))
+    a("--scenario", default="logins", help="comma-separated: " + ",".join([*SCENARIOS, *ALIASES]))
     a("--label", default="", help="name of the target in the output")
     a("--concurrency", type=int, default=20)
     a("--count", type=int, default=500, help="logins, idle sessions, or MAM queries")
@@ -218,7 +224,7 @@ def _worker(job: WorkerJob, barrier: Any, q: Any) -> None:
     cache = _load_cache(job.key_cache)
     meter = WorkerMeter(barrier, job.limit_s)
     try:
-        outcome = asyncio.run(SCENARIOS[name](default_context(opt, cache), meter, shard))
+        outcome = asyncio.run(SCENARIOS[ALIASES.get(name, name)](default_context(opt, cache), meter, shard))
     except Exception as exc:  # reported to the parent, which breaks the barrier for the others
         outcome = Outcome()
         outcome.error(exc)
@@ -272,7 +278,7 @@ def run_workers(name: str, opt: Options, args: argparse.Namespace, window: Windo
 def run_local(name: str, opt: Options, args: argparse.Namespace, window: Window) -> Outcome:
     cache = _load_cache(args.key_cache)
     ctx: Context = default_context(opt, cache)
-    outcome = asyncio.run(SCENARIOS[name](ctx, LocalMeter(window), Shard()))
+    outcome = asyncio.run(SCENARIOS[ALIASES.get(name, name)](ctx, LocalMeter(window), Shard()))
     _save_cache(cache, args.key_cache)
     return outcome
 
@@ -326,6 +332,7 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "cross-node": ["pairs", "address", "rate", "window", "duration", "peer_port"],
         "idle": ["count", "concurrency", "settle"],
         "idle-sm": ["count", "concurrency", "settle"],
+        "idle-curve": ["count", "concurrency", "settle"],
         "muc": ["occupants", "senders", "rate", "window", "duration"],
         "mam": ["count", "mam_page", "mam_fill", "duration"],
         "flood": ["duration", "flood_seconds", "monitor_interval"],
@@ -333,6 +340,8 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
     params = {k: getattr(args, k) for k in by_scenario.get(name, [])}
     if name == "logins-roster":
         params["roster"] = args.roster_size
+    if args.source_ips:
+        params["source_ips"] = args.source_ips
     params.update(common)
     if name == "messages-ws":  # the TLS is the WebSocket's (wss://), not STARTTLS on the c2s port
         params.update(transport="websocket", tls="wss" if args.ws_scheme == "wss" else "none")
@@ -456,6 +465,36 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def file_limit(pid: int | None = None) -> int | None:
+    """The soft limit on open files of a process (this one without pid); None: unlimited or unknown."""
+    if pid is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None if soft == resource.RLIM_INFINITY else soft
+    try:
+        lines = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("Max open files"):
+            soft_text = line.removeprefix("Max open files").split()[0]
+            return int(soft_text) if soft_text.isdigit() else None
+    return None
+
+
+def too_many_sessions(count: int, limits: dict[str, int | None]) -> str | None:
+    """Why `count` idle sessions cannot be held, if they cannot: each takes a descriptor in the load
+    generator and one in the server, plus FD_HEADROOM, and neither can go past its file limit
+    (`limits`: whose limit, e.g. "server pid 123", to its soft limit or None for none known)."""
+    need = count + FD_HEADROOM
+    low = [f"{who} ({limit:,})" for who, limit in limits.items() if limit is not None and need > limit]
+    if not low:
+        return None
+    return (
+        f"{count:,} sessions need {need:,} open files ({FD_HEADROOM} of headroom), above the file limit "
+        f"(ulimit -n) of the {' and of the '.join(low)}"
+    )
+
+
 def shrink_tls_buffers() -> None:
     # asyncio's SSLProtocol (3.11) preallocates a 256 KiB read buffer per connection: 2.5 GB for
     # 10,000 idle sessions. One TLS record (16 KiB of plaintext) is all a read can return anyway.
@@ -471,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = options_from(args)
     records = []
     for name in [s.strip() for s in args.scenario.split(",") if s.strip()]:
-        if name not in SCENARIOS:
+        if name not in SCENARIOS and name not in ALIASES:
             raise SystemExit(f"unknown scenario {name}")
         rec = run_one(name, args, opt)
         records.append(rec)
@@ -504,8 +543,13 @@ def quiesce(roots: list[int], limit_s: float = 30.0) -> None:
 def run_one(name: str, args: argparse.Namespace, opt: Options) -> dict[str, Any]:
     if name == "cross-node" and not args.peer_port:
         return skipped(name, args, "target has no cluster: pass --peer-port of a second node")
-    if name in ("idle", "idle-sm") and opt.count + 100 > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
-        return skipped(name, args, f"ulimit -n too low for {opt.count} sessions")
+    if name in IDLE_SCENARIOS:
+        limits = {"load generator": file_limit(), **{f"server pid {p}": file_limit(p) for p in pids(args.server_pid)}}
+        reason = too_many_sessions(opt.count, limits)
+        if reason:
+            reason += f" (--tls {args.tls})"
+            print(f"loadgen: {name} skipped: {reason}", file=sys.stderr, flush=True)
+            return skipped(name, args, reason)
     window = Window(pids(args.server_pid), pids(args.db_pid))
     quiesce(window.server + window.db)
     if args.workers > 1 and name in SHARDABLE:

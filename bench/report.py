@@ -279,6 +279,21 @@ def offline_curve(records: list[Record]) -> list[Metric]:
     return metrics
 
 
+def _idle_point(count: int, tls: str) -> Callable[[Record], bool]:
+    return lambda r: _at("idle-curve", "count", count)(r) and _p(r, "tls") == tls
+
+
+def idle_curve(records: list[Record]) -> list[Metric]:
+    """idle-curve: KB per idle session per session count, TLS (STARTTLS) then plain, each point
+    measured on a freshly started server."""
+    counts = _param_values(records, "idle-curve", "count")
+    return [
+        Metric(f"KB per idle session ({label}), {n:,} sessions", _idle_point(n, tls), _res("kb_per_session"), False, 1)
+        for tls, label in (("starttls", "TLS"), ("none", "plain"))
+        for n in counts
+    ]
+
+
 def mam_curve(records: list[Record]) -> list[Metric]:
     """mam-curve (bench/mam_query.py --sizes): page latency per archive size, xmppd's store alone."""
     sizes = _param_values(records, "mam-curve", "archive_rows")
@@ -302,6 +317,7 @@ def mam_curve(records: list[Record]) -> list[Metric]:
 CURVES: list[tuple[str, Callable[[list[Record]], list[Metric]]]] = [
     ("login p99 ms", roster_curve),
     ("PEP: contacts' device-list events received per login", offline_curve),
+    ("KB per idle session (plain)", idle_curve),
     ("MAM page p99 ms", mam_curve),
 ]
 

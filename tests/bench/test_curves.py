@@ -1,15 +1,28 @@
 """The "how cost grows" curves' pure parts (not timed, no server): the logins-roster account ranges
 and their rosters, offline-login's byte scanners and arrival counter, the mam-curve records and
-table, the rows bench/report.py makes of them, and the xmppd config offline-login runs on."""
+table, idle-curve's file-limit check, the rows bench/report.py makes of them, and the xmppd config
+offline-login runs on."""
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from bench import report
-from bench.loadgen import Window, markdown, offline_note
+from bench.loadgen import (
+    ALIASES,
+    FD_HEADROOM,
+    Window,
+    file_limit,
+    markdown,
+    offline_note,
+    options_from,
+    parse_args,
+    run_one,
+    too_many_sessions,
+)
 from bench.mam_query import CURVE_SHAPES, curve_record, curve_table
 from bench.mam_query import parse_sizes as parse_archive_sizes
 from bench.procstat import Sample
@@ -221,6 +234,82 @@ def test_report_rows_one_per_point() -> None:
     assert "skipped" not in table
 
 
+def _idle(count: int, tls: str, kb: float, target: str = "xmppd abc (sqlite)") -> dict:
+    return {
+        "target": target,
+        "scenario": "idle-curve",
+        "params": {"count": count, "concurrency": 50, "settle": 65.0, "source_ips": 4, "tls": tls},
+        "results": {"sessions": count, "kb_per_session": kb},
+        "errors": 0,
+        "cpu": {},
+    }
+
+
+def test_idle_curve_rows_one_per_count_and_mode() -> None:
+    idle_tls = {**_idle(10_000, "starttls", 99.0), "scenario": "idle"}  # idle-tls, not a point of the curve
+    records = [
+        idle_tls,
+        _idle(10_000, "starttls", 40.0),
+        _idle(10_000, "none", 20.0),
+        _idle(1_000, "starttls", 45.5),
+        _idle(1_000, "none", 22.4),
+        _idle(19_000, "starttls", 39.0),
+        _idle(19_000, "none", 19.0),
+        _idle(1_000, "starttls", 60.0, "prosody 0.12"),
+        {**_idle(50_000, "starttls", 0.0), "skipped": "50,000 sessions need 50,100 open files"},
+    ]
+    titles = [m.title for m in report.metrics(records)]
+    after = titles.index("KB per idle session (plain)")
+    assert titles[after + 1 : after + 7] == [
+        "KB per idle session (TLS), 1,000 sessions",
+        "KB per idle session (TLS), 10,000 sessions",
+        "KB per idle session (TLS), 19,000 sessions",
+        "KB per idle session (plain), 1,000 sessions",
+        "KB per idle session (plain), 10,000 sessions",
+        "KB per idle session (plain), 19,000 sessions",
+    ]
+    assert not any("50,000" in t for t in titles)  # a skipped point has no row
+    table = report.table(records)
+    assert "| KB per idle session (TLS) | 99.0 |  |  |" in table  # idle-tls keeps its own row
+    assert "| KB per idle session (TLS), 1,000 sessions | 45.5 | 60.0 | 1.32x |" in table
+    assert "| KB per idle session (plain), 1,000 sessions | 22.4 |  |  |" in table
+    assert "| KB per idle session (plain), 19,000 sessions | 19.0 |  |  |" in table
+    assert "- xmppd abc (sqlite): idle-curve skipped: 50,000 sessions need 50,100 open files" in table
+
+
+def test_idle_curve_alone_leaves_the_idle_rows_empty() -> None:
+    table = report.table([_idle(1_000, "starttls", 45.5)])
+    assert "| KB per idle session (TLS), 1,000 sessions | 45.5 |" in table
+    assert "| KB per idle session (TLS) |" not in table and "(plain)" not in table
+
+
+def test_too_many_sessions_names_the_count_and_the_limits() -> None:
+    limits = {"load generator": 20_000, "server pid 7": 20_000}
+    assert too_many_sessions(20_000 - FD_HEADROOM, limits) is None
+    assert too_many_sessions(50_000, {"load generator": None}) is None  # unlimited or unknown
+    reason = too_many_sessions(50_000, {"load generator": 20_000, "server pid 7": 60_000})
+    assert reason is not None and "50,000 sessions need 50,100 open files" in reason
+    assert "of the load generator (20,000)" in reason and "server pid 7" not in reason
+    both = too_many_sessions(19_950, limits)
+    assert both is not None and "load generator (20,000) and of the server pid 7 (20,000)" in both
+
+
+def test_file_limit_reads_a_process_limits() -> None:
+    assert file_limit(os.getpid()) == file_limit()
+    assert file_limit(2**22 + 1) is None  # no such process
+
+
+def test_idle_curve_point_beyond_the_file_limit_is_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    if file_limit() is None:
+        pytest.skip("no file limit here: the point would run")
+    args = parse_args(["--scenario", "idle-curve", "--count", "10000000", "--tls", "none", "--source-ips", "4"])
+    rec = run_one("idle-curve", args, options_from(args))
+    assert rec["scenario"] == "idle-curve" and "10,000,000 sessions need" in rec["skipped"]
+    assert rec["params"]["count"] == 10_000_000 and rec["params"]["tls"] == "none" and rec["params"]["source_ips"] == 4
+    assert "idle-curve skipped: 10,000,000 sessions" in capsys.readouterr().err
+    assert ALIASES["idle-curve"] == "idle"
+
+
 def test_no_curve_no_rows() -> None:
     assert [m.title for m in report.metrics([])] == [m.title for m in report.METRICS]
 
@@ -249,7 +338,7 @@ def test_offline_limit_raised_only_with_the_module(tmp_path: Path, modules: str)
 
 def test_scenarios_are_wired() -> None:
     lib = (BENCH / "lib.sh").read_text()
-    for name in ("logins-roster)", "offline-login)", "mam-curve)"):
+    for name in ("logins-roster)", "offline-login)", "mam-curve)", "idle-curve)"):
         assert name in lib
     assert "mam-curve" in (BENCH / "xmppd.sh").read_text()
     assert asyncio.iscoroutinefunction(__import__("bench.scenarios").scenarios.SCENARIOS["offline-login"])
