@@ -33,13 +33,13 @@ def to_text(node: etree._Element) -> str:
     return etree.tostring(copy.deepcopy(node), encoding="unicode", with_tail=False)
 
 
-def from_text(text: str) -> etree._Element:
-    """An element stored with `to_text`, parsed back."""
+def from_text(text: str | bytes) -> etree._Element:
+    """An element stored with `to_text` (or kept serialised, as a session's presence), parsed back."""
     return etree.fromstring(text, _STORED)
 
 
 def kept(node: etree._Element) -> etree._Element:
-    """A copy of a stanza to keep once it is handled (a session's last presence, an occupant's).
+    """A copy of a stanza to keep once it is handled (a room occupant's presence).
 
     A stanza from a stream is a deep copy out of the stream's document (xml.py), and lxml ties
     every copy to the parser of the document it came from: keeping the stanza would keep that

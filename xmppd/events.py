@@ -129,11 +129,12 @@ class StreamElementEvent:
 class AvailableEvent:
     """`available-presence`: `session` broadcast available presence, its first since it was
     unavailable (`initial`) or an update; `session.priority` is the new priority,
-    `previous_priority` the one before (0 when initial)."""
+    `previous_priority` the one before (0 when initial); `presence` is what it broadcast."""
 
     session: Session
     initial: bool
     previous_priority: int
+    presence: etree._Element
 
 
 @dataclass(slots=True)

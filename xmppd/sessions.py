@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from xmppd.elements import kept
 from xmppd.jid import JID
 from xmppd.session import Session
 
@@ -76,7 +75,7 @@ class SessionRegistry(abc.ABC):
 
     def set_presence(self, session: Session, presence: etree._Element | None, priority: int = 0) -> None:
         """The resource's last broadcast presence (None: unavailable) and its priority."""
-        session.presence = kept(presence) if presence is not None else None
+        session.presence = etree.tostring(presence, with_tail=False) if presence is not None else None
         session.priority = priority if presence is not None else 0
 
     def set_flag(self, session: Session, flag: str, on: bool = True) -> None:

@@ -535,6 +535,37 @@ async def test_presence_to_full_and_bare_jids(h: Harness) -> None:
     assert alice.take() == []
 
 
+async def test_a_probe_is_answered_with_the_last_presence_as_sent(h: Harness) -> None:
+    # A session keeps its last presence serialised (xmppd/session.py); what a prober gets is
+    # still that presence, children and extensions included, addressed anew (RFC 6121 §4.3.2).
+    alice = await online(h, f"{ALICE}/phone")
+    bob = await online(h, f"{BOB}/pc")
+    await subscribe_both_ways(alice, bob)
+    await alice.send(
+        "<presence><show>dnd</show><status>in a meeting</status><priority>3</priority>"
+        "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://example.org' ver='abc='/>"
+        "</presence>"
+    )
+    bob.take()
+    await h.server.router.deliver(
+        Stanza.build("presence", to=parse_jid(ALICE), from_=parse_jid(BOB), type_="probe"), None
+    )
+    answers = bob.take(presence)
+    assert [summary(s) for s in answers] == [(None, f"{ALICE}/phone", BOB)]
+    answer = answers[0]
+    assert answer.findtext("{jabber:client}show") == "dnd"
+    assert answer.findtext("{jabber:client}status") == "in a meeting"
+    assert answer.findtext("{jabber:client}priority") == "3"
+    caps = answer.find("{http://jabber.org/protocol/caps}c")
+    assert caps is not None and caps.get("ver") == "abc="
+    # A second resource of Alice learns about the first one from the same kept presence.
+    laptop = await h.connect(f"{ALICE}/laptop")
+    await laptop.send("<presence/>")
+    from_phone = [s for s in laptop.take(presence) if s.get("from") == f"{ALICE}/phone"]
+    assert len(from_phone) == 1 and from_phone[0].get("to") == f"{ALICE}/laptop"
+    assert from_phone[0].findtext("{jabber:client}status") == "in a meeting"
+
+
 async def test_probes(h: Harness) -> None:
     alice = await online(h, f"{ALICE}/phone")
     bob = await online(h, f"{BOB}/pc")

@@ -135,8 +135,7 @@ class ClientCaps:
     # -- what sessions announce ---------------------------------------------------------------
     async def presence(self, mod: ModuleAPI, ev: AvailableEvent) -> None:
         session = ev.session
-        assert session.presence is not None
-        ver, node = _announced_caps(session.presence)
+        ver, node = _announced_caps(ev.presence)
         previous = self._sessions.get(session.jid)
         if previous is None or previous.session is not session or previous.ver != ver:
             self._leave(previous)

@@ -465,7 +465,7 @@ class PresenceHandlers:
         if initial:
             await self._initial(session, items)
         # What waits for a resource to become available (XEP-0160 offline messages) goes now.
-        await self.mod.fire(events.AVAILABLE_PRESENCE, AvailableEvent(session, initial, previous_priority))
+        await self.mod.fire(events.AVAILABLE_PRESENCE, AvailableEvent(session, initial, previous_priority, presence))
         return True
 
     def _nobody_there(self, contact: JID) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import replace
 from lxml import etree
 
 from storage.model import RosterItem
-from xmppd.elements import element
+from xmppd.elements import element, from_text
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.session import Session
@@ -238,9 +238,10 @@ def push(mod: ModuleAPI, user: JID, item: RosterItem | None, version: int, *, co
         session.send(iq.element)
 
 
-def addressed(presence: etree._Element, from_: JID, to: JID | None) -> Stanza:
-    """A copy of a presence element with new addresses (the original is never changed)."""
-    copied = copy.deepcopy(presence)
+def addressed(presence: etree._Element | bytes, from_: JID, to: JID | None) -> Stanza:
+    """A copy of a presence, an element or a session's serialised one, with new addresses (the
+    original is never changed)."""
+    copied = copy.deepcopy(presence) if isinstance(presence, etree._Element) else from_text(presence)
     copied.set("from", str(from_))
     if to is None:
         if "to" in copied.attrib:
