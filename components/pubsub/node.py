@@ -101,6 +101,17 @@ class Node:
         self.items[item.id] = item
         return self._evict()
 
+    def holds(self, item: Item) -> bool:
+        """Whether `item` is already the newest item, same id, payload and publisher: publishing
+        it again would change nothing but its publication time."""
+        newest = next(reversed(self.items.values()), None)
+        return (
+            newest is not None
+            and newest.id == item.id
+            and newest.payload == item.payload
+            and newest.publisher == item.publisher
+        )
+
     def retract(self, item_id: str) -> bool:
         return self.items.pop(item_id, None) is not None
 

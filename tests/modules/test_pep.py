@@ -244,6 +244,28 @@ async def test_publish_creates_the_node_with_pep_defaults(h: Harness) -> None:
     assert item_ids(await items(alice, NICK)) == ["current"]  # max_items 1: the first one went
 
 
+async def test_the_same_item_again_is_notified_but_not_stored_again(h: Harness) -> None:
+    # Clients publish their device list, nick or avatar metadata at every login, mostly unchanged.
+    seen: list[str | None] = []
+    h.server.hosts["localhost"].hooks.on(events.PEP_CHANGED, lambda ev: seen.append(ev.item_id))
+    alice = await online(h, f"{ALICE}/phone", NICK)
+    bob = await online(h, f"{BOB}/desk", NICK)
+    store = h.storage.open_store("pep", KEY_VALUE)
+    assert (await publish(alice, NICK, "Alice", "n1")).get("type") == "result"
+    stored = await store.get("localhost", "alice", NICK)
+    bob.take()
+
+    assert (await publish(alice, NICK, "Alice", "n1")).get("type") == "result"
+    assert events_of(bob) == [(ALICE, "items", f"{NICK} n1:Alice")]  # still a publish for subscribers
+    assert await store.get("localhost", "alice", NICK) == stored  # not rewritten: same publish time
+    assert seen == ["n1"]
+
+    assert (await publish(alice, NICK, "Alice B.", "n1")).get("type") == "result"  # a change is stored
+    assert await store.get("localhost", "alice", NICK) != stored
+    assert texts(await items(bob, NICK, ALICE)) == ["Alice B."]
+    assert seen == ["n1", "n1"]
+
+
 async def test_publish_options_configure_a_new_node_and_are_preconditions_after(h: Harness) -> None:
     """XEP-0223 storage as Conversations does it: publish with options; on a precondition that
     does not hold, reconfigure the node and publish again."""

@@ -325,12 +325,18 @@ class Pep:
                 target = self._add(nodes, node, config_from_options(options or {}, self.limits))
             elif options and not precondition_met(target.config, options):
                 raise PubsubError("conflict", "precondition-not-met", "the node is configured otherwise")
-            # Items evicted by max_items are not notified as retracted (§7.1.2.5 leaves it to the
-            # service): with one item per node, each publish would cost a second notification.
-            target.publish(item)
-            await self.nodes.save(account, target)
+            # The same item again (clients publish their device list, nick or avatar metadata at
+            # every login): storage has it already, so nothing is written and no change is
+            # announced; subscribers are notified as for any publish (§7.1.2).
+            changed = not target.holds(item)
+            if changed:
+                # Items evicted by max_items are not notified as retracted (§7.1.2.5 leaves it to
+                # the service): with one item per node, each publish would cost a second notification.
+                target.publish(item)
+                await self.nodes.save(account, target)
             await self._notify(account, target, items_event(target, item))
-        await self._changed(events.PepChanged(account, node, "publish", item.id, payload))
+        if changed:
+            await self._changed(events.PepChanged(account, node, "publish", item.id, payload))
         return item.id
 
     async def create(self, account: JID, name: str, config: NodeConfig) -> None:
