@@ -80,20 +80,21 @@ class XmlStream:
         self.max_attributes = max_attributes
         self.max_children = max_children
         self.max_depth = max_depth
+        self._parser: etree.XMLPullParser | None = None
+        self._root: etree._Element | None = None
         self.reset()
 
     def reset(self) -> None:
-        previous: etree.XMLPullParser | None = getattr(self, "_parser", None)
-        if previous is not None:
-            _discard(previous, getattr(self, "_root", None))
-        self._parser: etree.XMLPullParser | None = self._new_parser()
+        if self._parser is not None:
+            _discard(self._parser, self._root)
+        self._parser = self._new_parser()
         # Depth in the document: the stream's root is 1, a stanza 2 (its depth as a stanza is 1).
         self._depth = 0
         # Child elements started so far under the open element at each document depth (index:
         # the children's depth), for max_children; indices up to max_depth + 2 are used.
         self._children = [0] * (self.max_depth + 3)
         self._deepest = self.max_depth + 1  # as a depth in the document
-        self._root: etree._Element | None = None
+        self._root = None
         self._resume_header = b""  # the header that brings a released parser back (`release`)
         self._pending_bytes = 0
         self._after_lt_bang = False
