@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import ssl
 import time
@@ -25,10 +26,41 @@ PASSWORD = "correct horse battery staple"
 TIMEOUT = 10
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections (Linux; IANA's elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except OSError:
+        return range(49152, 65536)
+
+
+EPHEMERAL_PORTS = _ephemeral_ports()
+FIRST_PORT = 10000  # above the well-known services a test machine may run (5432, 6379, 5222)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now, outside the ephemeral range and not handed out before.
+
+    Asking the kernel for port 0 gives an ephemeral port, and between this check and the
+    server's bind any outgoing connection of the test run (a client, asyncpg, aiohttp) may take
+    it as its local port: the server then fails with "address already in use". Ports below the
+    ephemeral range are never taken that way."""
+    if EPHEMERAL_PORTS.start <= FIRST_PORT:
+        raise RuntimeError(f"the ephemeral port range starts at {EPHEMERAL_PORTS.start}: "
+                           f"tests need ports between {FIRST_PORT} and it")
+    while True:
+        port = random.randrange(FIRST_PORT, EPHEMERAL_PORTS.start)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def write_config(
