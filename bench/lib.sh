@@ -20,7 +20,7 @@ ROSTER_POOL="${ROSTER_POOL:-2000}"     # accounts with a 20-contact roster (logi
 DURATION="${DURATION:-10}"             # measured seconds per throughput scenario
 LOGINS="${LOGINS:-500}"
 LOGIN_CONCURRENCY="${LOGIN_CONCURRENCY:-20}"
-PEP_LINGER="${PEP_LINGER:-1}"          # logins-pep: seconds each session stays online after its login
+PEP_LINGER="${PEP_LINGER:-1}"          # logins-pep, logins-linger: seconds each session stays online after its login
 PAIRS="${PAIRS:-50}"
 RATE="${RATE:-500}"                    # fixed-rate latency test, msg/s
 IDLE="${IDLE:-10000}"
@@ -136,7 +136,8 @@ bench_target() {
             --rounds "$OFFLINE_ROUNDS" --first 1001 ;;
         # xmppd's archive store alone (bench/xmppd.sh runs it, before the server starts).
         mam-curve) log "$label: mam-curve measures xmppd's PostgreSQL archive store only (bench/xmppd.sh): skipped" ;;
-        logins-pep) loadgen "${common[@]}" --scenario logins-pep --count "$LOGINS" \
+        # logins-linger: logins-pep's control, plain logins whose sessions stay as long.
+        logins-pep|logins-linger) loadgen "${common[@]}" --scenario "$s" --count "$LOGINS" \
             --concurrency "$LOGIN_CONCURRENCY" --accounts 1000 --roster-pool "$ROSTER_POOL" --linger "$PEP_LINGER" \
             --workers "$WORKERS" ;;
         messages) loadgen "${common[@]}" --scenario messages --pairs "$PAIRS" --duration "$DURATION" \

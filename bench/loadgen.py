@@ -44,11 +44,15 @@ ALIASES = {"idle-curve": "idle"}
 IDLE_SCENARIOS = ("idle", "idle-sm", "idle-curve")
 FD_HEADROOM = 100  # descriptors besides the idle sessions' sockets: listeners, database, logs, the loop
 
-SHARDABLE = {"prime", "logins", "logins-pep", "logins-roster", "messages", "messages-sm", "messages-ws", "cross-node"}
+SHARDABLE = {
+    "prime", "logins", "logins-pep", "logins-linger", "logins-roster", "messages", "messages-sm", "messages-ws",
+    "cross-node",
+}
 RATE_KEYS = {
     "prime": ("accounts", "accounts/s"),
     "logins": ("logins", "logins/s"),
     "logins-pep": ("logins", "logins/s"),
+    "logins-linger": ("logins", "logins/s"),
     "logins-roster": ("logins", "logins/s"),
     "offline-login": ("messages", "msg/s delivered from the offline queue"),
     "messages": ("delivered", "msg/s"),
@@ -84,7 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a("--accounts", type=int, default=1000, help="account pool for logins")
     a("--first", type=int, default=1, help="first account number")
     a("--roster-pool", type=int, default=2000, help="accounts provisioned with rosters (logins-pep)")
-    a("--linger", type=float, default=1.0, help="logins-pep: seconds a session stays online after its login")
+    a("--linger", type=float, default=1.0, help="logins-pep and -linger: seconds a session stays online after login")
     a("--roster-size", type=int, default=20, help="logins-roster: contacts per roster (20: the roster pool)")
     a("--backlog", type=int, default=1000, help="offline-login: messages queued for each account while offline")
     a("--rounds", type=int, default=3, help="offline-login: accounts logging in to their queue, one after another")
@@ -324,6 +328,7 @@ def _params(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "prime": ["count", "concurrency"],
         "logins": ["count", "concurrency", "accounts", "workers"],
         "logins-pep": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
+        "logins-linger": ["count", "concurrency", "accounts", "roster_pool", "linger", "workers"],
         "logins-roster": ["count", "concurrency", "accounts", "workers"],
         "offline-login": ["backlog", "rounds", "first", "body_size"],
         "messages": ["pairs", "address", "rate", "window", "duration", "body_size", "workers"],

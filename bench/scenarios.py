@@ -340,14 +340,7 @@ async def run_logins_pep(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
         async with measuring(meter, out):
             pass  # load generator workers meet at the window's edges, also when there is nothing to measure
         return out
-    # The seeding pass is a plain login pass too (roster, presence, each session leaving at once), so
-    # the measured pass meets the caches (rosters, credentials, nodes) a previous pass leaves behind,
-    # whether `logins` ran before or not. Its errors count, its times do not.
-    seeding = Outcome()
-    seeds = shard.take(_with_contacts(_login_numbers(opt, Shard()), opt.roster_pool))
-    await TimedLogins(ctx, seeding, 0.0, {"ready": publish_device_list}).run(seeds)
-    out.add_errors(seeding)
-    out.counts["seeded_device_lists"] = len(seeding.latencies_us)
+    out.counts["seeded_device_lists"] = await _seed(ctx, shard, out, publish_device_list)
     totals = await _measured_logins(
         ctx, meter, shard, out, opt.linger, presence=pep.CLIENT.presence(), ready=publish_device_list
     )
@@ -355,6 +348,30 @@ async def run_logins_pep(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
     # What the sessions received from their login to their leaving.
     out.counts.update({key: totals[key] for key in (*PEP_COUNTS, "caps_queries")})
     return out
+
+
+async def run_logins_linger(ctx: Context, meter: Meter, shard: Shard) -> Outcome:
+    """logins-pep's control: the same seeding pass (without its publish), then the same plain
+    logins as `logins`, each session staying `linger` seconds. Its sessions meet as many contacts
+    online as logins-pep's do (presence to and from them at login and logout), so logins-pep
+    against this is what PEP itself costs; against `logins`, that plus the presence traffic."""
+    out = Outcome()
+    await _seed(ctx, shard, out, None)
+    totals = await _measured_logins(ctx, meter, shard, out, ctx[0].linger)
+    out.info["roster_items"] = totals["roster_items"] / max(1, len(out.latencies_us))
+    return out
+
+
+async def _seed(ctx: Context, shard: Shard, out: Outcome, ready: Callable[[Session], Awaitable[None]] | None) -> int:
+    """An unmeasured plain login pass (roster, presence, each session leaving at once, then
+    `ready`) over every account the logins or their contacts use, so that the measured pass meets
+    the caches (rosters, credentials, nodes) a previous pass leaves behind, whether `logins` ran
+    before or not. Its errors count, its times do not; returns the number of logins."""
+    seeding = Outcome()
+    seeds = shard.take(_with_contacts(_login_numbers(ctx[0], Shard()), ctx[0].roster_pool))
+    await TimedLogins(ctx, seeding, 0.0, {"ready": ready} if ready is not None else {}).run(seeds)
+    out.add_errors(seeding)
+    return len(seeding.latencies_us)
 
 
 PEP_COUNTS = ("notifications", "last_items", "own_events")
@@ -1534,6 +1551,7 @@ SCENARIOS: dict[str, Callable[[Context, Meter, Shard], Coroutine[Any, Any, Outco
     "prime": run_prime,
     "logins": run_logins,
     "logins-pep": run_logins_pep,
+    "logins-linger": run_logins_linger,
     "logins-roster": run_logins_roster,
     "offline-login": run_offline_login,
     "messages": run_messages,
