@@ -49,11 +49,20 @@ class AccountStore(Protocol):
         """Replace all credentials of the account; False if there is no such account."""
         ...
 
-    async def delete(self, host: str, username: str) -> bool:
+    async def delete(self, host: str, username: str) -> int | None:
         """Delete the account and every piece of data of that user, in one transaction.
 
-        Returns whether the account existed; the user's data goes either way.
+        When the account existed, the deletion is logged in the same transaction and its number
+        in the log (>= 1) is returned, else None; the user's data goes either way.
         """
+        ...
+
+    async def latest_deletion(self) -> int:
+        """The number of the newest deletion in the log; 0 when there is none."""
+        ...
+
+    async def deletions_after(self, seq: int) -> builtins.list[tuple[int, str, str]]:
+        """(number, host, username) of the deletions logged after number `seq`, oldest first."""
         ...
 
     async def exists(self, host: str, username: str) -> bool: ...

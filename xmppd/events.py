@@ -60,8 +60,10 @@ PEP_CHANGED = "pep-changed"
 # (hibernating) stream-managed session, to be sent if it resumes; push (XEP-0357) wakes the device.
 # Fired from a task of its own, after the stanza was queued.
 DETACHED_STANZA = "detached-stanza"
-# register.py, on the account's host (payload: AccountEvent): an account was deleted from storage
-# (XEP-0077 §3.2), before its sessions are closed; what a module keeps of it in memory goes too.
+# ModuleAPI.delete_account (register.py, XEP-0077 §3.2) or, for an account deleted by another
+# process, the server (xmppd/deletions.py), on the account's host (payload: AccountEvent): an
+# account was deleted from storage, before its sessions are closed; what a module keeps of it in
+# memory goes too.
 ACCOUNT_DELETED = "account-deleted"
 
 

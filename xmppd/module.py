@@ -182,6 +182,17 @@ class ModuleAPI:
     def accounts(self) -> AccountStore:
         return self._server.storage.accounts
 
+    async def delete_account(self, account: JID) -> bool:
+        """Delete the account and all its data, then fire `account-deleted` on its host (what
+        modules keep of it in memory goes); the caller ends its streams. False when there was
+        no such account (whatever data it had goes all the same)."""
+        assert account.local is not None
+        seq = await self.accounts.delete(account.domain, account.local)
+        if seq is not None:
+            self._server.deletions.made_here(seq)  # handled now, not again from the log
+        await self.fire(events.ACCOUNT_DELETED, events.AccountEvent(account))
+        return seq is not None
+
     @property
     def rosters(self) -> CachedRosters:
         """The roster store, with the rosters of online accounts in memory and a lock per account."""

@@ -19,8 +19,9 @@ from lxml import etree
 import storage as storage_api
 from xmppd import events
 from xmppd.config import Config
+from xmppd.deletions import DeletionLog
 from xmppd.errors import StreamError
-from xmppd.events import PreAuthEvent, SessionEvent
+from xmppd.events import AccountEvent, PreAuthEvent, SessionEvent
 from xmppd.host import Host, Item
 from xmppd.http import HttpService
 from xmppd.jid import JID
@@ -122,12 +123,14 @@ class Server:
                 await self.storage.close()
             raise
         keep_server_secret(self.config.data_dir, self.secret)
+        await self.deletions.start()
         limit_tls_read_buffers()
         self.tls = TLSContexts(self.config)
         for host in self.hosts.values():
             await self.load_modules(host)
         await self._listen()
         self.background.spawn(self._rest_idle_streams(), daemon=True)
+        self.background.spawn(self.deletions.follow(), daemon=True)
         self._serve_http_transports()
         await self.http.start()
         log.info("xmppd serving %s on %s", ", ".join(self.hosts), self._describe_ports())
@@ -165,6 +168,7 @@ class Server:
 
     def _use_storage(self, storage: Storage) -> None:
         self.storage = storage
+        self.deletions = DeletionLog(storage.accounts, self.account_deleted_elsewhere)
         # Rosters of online accounts are served from memory (xmppd/rostercache.py).
         self.rosters = CachedRosters(storage.rosters, self.sessions)
         storage.rosters = self.rosters
@@ -340,6 +344,17 @@ class Server:
         if not self.sessions.resources(session.bare):
             assert session.bare.local is not None
             self.rosters.forget(session.bare.domain, session.bare.local)
+
+    async def account_deleted_elsewhere(self, account: JID) -> None:
+        """Another process deleted `account` (xmppd/deletions.py): what the modules keep of it
+        goes (`account-deleted`), then its streams end, as for a removal in-band."""
+        host = self.hosts.get(account.domain)
+        if host is None or host.kind != "user":
+            return  # a host no longer served: nothing of it here
+        await host.hooks.fire(events.ACCOUNT_DELETED, AccountEvent(account))
+        goodbye = StreamError("not-authorized", "account deleted")
+        for session in self.sessions.resources(account):
+            session.close(goodbye)
 
     async def account_exists(self, account: JID) -> bool:
         """Whether `account` (a bare JID of a served host) exists: a bound resource proves it

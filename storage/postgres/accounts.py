@@ -59,14 +59,31 @@ class PostgresAccounts:
             await _insert_credentials(conn, host, username, credentials)
             return True
 
-    async def delete(self, host: str, username: str) -> bool:
+    async def delete(self, host: str, username: str) -> int | None:
         async with self._pool.connection() as conn, conn.transaction():
             for table in USER_TABLES:
                 await conn.execute(f"DELETE FROM {table} WHERE host = $1 AND username = $2", host, username)
             deleted = await conn.fetchval(
                 "DELETE FROM accounts WHERE host = $1 AND username = $2 RETURNING true", host, username
             )
-            return deleted is not None
+            if deleted is None:
+                return None
+            seq: int = await conn.fetchval(
+                "INSERT INTO account_deletions (host, username) VALUES ($1, $2) RETURNING seq", host, username
+            )
+            return seq
+
+    async def latest_deletion(self) -> int:
+        async with self._pool.connection() as conn:
+            seq: int = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM account_deletions")
+        return seq
+
+    async def deletions_after(self, seq: int) -> builtins.list[tuple[int, str, str]]:
+        async with self._pool.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, host, username FROM account_deletions WHERE seq > $1 ORDER BY seq", seq
+            )
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def exists(self, host: str, username: str) -> bool:
         async with self._pool.connection() as conn:

@@ -65,15 +65,34 @@ class SqliteAccounts:
 
         return await self._conn.run(replace)
 
-    async def delete(self, host: str, username: str) -> bool:
-        def delete(db: sqlite3.Connection) -> bool:
+    async def delete(self, host: str, username: str) -> int | None:
+        def delete(db: sqlite3.Connection) -> int | None:
             with transaction(db):
                 for table in USER_TABLES:
                     db.execute(f"DELETE FROM {table} WHERE host = ? AND username = ?", (host, username))
                 cur = db.execute("DELETE FROM accounts WHERE host = ? AND username = ?", (host, username))
-                return cur.rowcount > 0
+                if cur.rowcount == 0:
+                    return None
+                cur = db.execute("INSERT INTO account_deletions (host, username) VALUES (?, ?)", (host, username))
+                return cur.lastrowid
 
         return await self._conn.run(delete)
+
+    async def latest_deletion(self) -> int:
+        def latest(db: sqlite3.Connection) -> int:
+            seq: int = db.execute("SELECT coalesce(max(seq), 0) FROM account_deletions").fetchone()[0]
+            return seq
+
+        return await self._conn.run(latest)
+
+    async def deletions_after(self, seq: int) -> builtins.list[tuple[int, str, str]]:
+        def after(db: sqlite3.Connection) -> builtins.list[tuple[int, str, str]]:
+            rows = db.execute(
+                "SELECT seq, host, username FROM account_deletions WHERE seq > ? ORDER BY seq", (seq,)
+            )
+            return [(row[0], row[1], row[2]) for row in rows]
+
+        return await self._conn.run(after)
 
     async def exists(self, host: str, username: str) -> bool:
         def exists(db: sqlite3.Connection) -> bool:

@@ -208,11 +208,37 @@ async def test_delete_leaves_no_row_in_any_user_table(
 
     tables = await user_tables(storage_factory)
     assert {"accounts", "scram_credentials", "roster_items", "roster_versions", "kv"} <= set(tables)
+    # The deletion log names the deleted account on purpose (and nothing else of it).
+    tables.remove("account_deletions")
     for table in tables:
         rows = await storage_factory.sql(
             f"SELECT count(*) FROM {table} WHERE host = '{HOST}' AND username = 'alice'"
         )
         assert rows == [(0,)], table
+
+
+async def test_deletions_are_logged_in_order_for_other_processes(storage: Storage) -> None:
+    assert await storage.accounts.latest_deletion() == 0
+    assert await storage.accounts.deletions_after(0) == []
+    for user in ("alice", "bob"):
+        await storage.accounts.create(HOST, user, [creds("sha1")])
+    first = await storage.accounts.delete(HOST, "alice")
+    assert first is not None and first >= 1
+    # No account, no entry: the log says which accounts stopped existing.
+    assert await storage.accounts.delete(HOST, "alice") is None
+    second = await storage.accounts.delete(HOST, "bob")
+    assert second is not None and second > first
+    # An account made again and deleted again is logged again.
+    await storage.accounts.create(HOST, "alice", [creds("sha1")])
+    third = await storage.accounts.delete(HOST, "alice")
+    assert third is not None and third > second
+
+    assert await storage.accounts.latest_deletion() == third
+    assert await storage.accounts.deletions_after(0) == [
+        (first, HOST, "alice"), (second, HOST, "bob"), (third, HOST, "alice")
+    ]
+    assert await storage.accounts.deletions_after(second) == [(third, HOST, "alice")]
+    assert await storage.accounts.deletions_after(third) == []
 
 
 async def user_tables(storage_factory: StorageFactory) -> list[str]:

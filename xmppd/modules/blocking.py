@@ -128,6 +128,10 @@ class Blocklists:
     def remember(self, account: JID, blocklist: Blocklist) -> None:
         self._lists.put(account, blocklist)
 
+    def forget(self, account: JID) -> None:
+        """A deleted account's list leaves memory: one made again with that name blocks nobody."""
+        self._lists.pop(account)
+
 
 def blocklists(mod: ModuleAPI) -> Blocklists:
     """One cache per server, shared by its hosts: a stanza's sender and recipient may live on
@@ -166,6 +170,7 @@ def setup(mod: ModuleAPI) -> None:
         mod.on(f"iq-set/{target}", blocking.inbound_request, PRIORITY)
         mod.on(f"iq/{target}", blocking.inbound_response, PRIORITY)
     mod.on(events.COPIES, blocking.inbound_copies, PRIORITY)
+    mod.on(events.ACCOUNT_DELETED, blocking.account_deleted)
 
 
 class Blocking:
@@ -253,6 +258,9 @@ class Blocking:
             own = await lists.get(sender.bare)
             kept = [jid for jid in kept if exempt(sender.bare, jid) or not own.blocks(jid)]
         ev.recipients[:] = kept
+
+    def account_deleted(self, ev: events.AccountEvent) -> None:
+        self.lists.forget(ev.account)  # its stored list went with the account
 
     # -- the list (§3.2 - §3.5) -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from lxml import etree
 from xmppd.accounts import create_account, set_password
 from xmppd.elements import element
 from xmppd.errors import StanzaError, StreamError
-from xmppd.events import ACCOUNT_DELETED, AccountEvent, PreAuthEvent
+from xmppd.events import PreAuthEvent
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.module import ModuleAPI, Option, StanzaEvent
 from xmppd.stanza import CLIENT_NS
@@ -98,9 +98,7 @@ class Registration:
 
     async def _remove(self, ev: StanzaEvent, account: JID) -> bool:
         # XEP-0077 §3.2: answer, then end every stream of the account.
-        assert account.local is not None
-        await self.accounts.delete(account.domain, account.local)
-        await self.mod.fire(ACCOUNT_DELETED, AccountEvent(account))
+        await self.mod.delete_account(account)
         ev.respond(ev.stanza.reply())
         self.mod.log.info("account %s removed in-band", account)
         goodbye = StreamError("not-authorized", "account removed")
