@@ -211,3 +211,18 @@ def error_condition(stanza: etree._Element) -> str | None:
     if error is None or len(error) == 0:
         return None
     return etree.QName(error[0]).localname
+
+
+def count_calls(owner: type, name: str, counted: Callable[..., bool], monkeypatch: Any) -> list[tuple[Any, ...]]:
+    """Wrap the async method `name` of `owner` (a storage class): the list returned fills with the
+    arguments of each call `counted` accepts, to show what reached the database."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(owner, name)
+
+    async def counting(self: Any, *args: Any, **kw: Any) -> Any:
+        if counted(*args, **kw):
+            calls.append(args)
+        return await original(self, *args, **kw)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from xmppd.jid import parse_jid
 from xmppd.modules import offline as offline_module
 from xmppd.modules.offline import HandedEvent, decide
 from xmppd.stanza import CLIENT_NS, Stanza
 
-from .harness import Client, Harness, error_condition, iq_reply, parse
+from .harness import Client, Harness, count_calls, error_condition, iq_reply, parse
 
 ALICE = "alice@localhost"
 BOB = "bob@example.test"
@@ -207,6 +208,40 @@ async def test_a_second_login_delivers_what_arrived_meanwhile(h: Harness) -> Non
     assert phone.take(message) == [] and await queued(h) == 1
     await phone.send("<presence/>")
     assert bodies(phone.take(message)) == ["second"]
+
+
+async def test_an_empty_queue_is_read_once_until_a_message_is_stored(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = count_calls(type(h.storage.offline), "fetch", lambda host, user, **_: user == "alice", monkeypatch)
+    sender = await bob(h)
+    for _login in range(3):
+        phone = await h.connect(f"{ALICE}/phone")
+        await phone.send("<presence/>")
+        assert phone.take(message) == []
+        await phone.disconnect()
+    assert len(reads) == 1  # found empty at the first login: the next ones read nothing
+    await sender.send(f"<message to='{ALICE}' type='chat'><body>while away</body></message>")
+    phone = await h.connect(f"{ALICE}/phone")
+    await phone.send("<presence/>")
+    assert bodies(phone.take(message)) == ["while away"]
+    assert await queued(h) == 0
+
+
+def test_a_read_that_a_store_may_have_overlapped_does_not_count_as_empty() -> None:
+    alice, bob_ = parse_jid(ALICE), parse_jid(BOB)
+    empty = offline_module.EmptyQueues(10)
+    read_began = empty.before_read()
+    empty.found_empty(alice, read_began)
+    assert empty.known(alice)
+    with empty.storing(alice):  # a store forgets it at once
+        assert not empty.known(alice)
+        assert empty.before_read() is None  # a read now might not see the store under way
+    read_began = empty.before_read()
+    with empty.storing(bob_):  # a store that began during the read (to any account)
+        pass
+    empty.found_empty(alice, read_began)
+    assert not empty.known(alice)
 
 
 async def test_messages_are_written_before_they_are_deleted(h: Harness) -> None:

@@ -29,6 +29,13 @@ delivers a message twice rather than losing it. Deleting goes through the `offli
 hook: stream management (XEP-0198) will claim it and delete only once the client has
 acknowledged the messages; unclaimed, they are deleted at once.
 
+Empty queues. Most logins find no offline message. An account whose queue a flush found empty is
+remembered (`EmptyQueues`, the `cache_size` accounts seen most recently) until a message is
+stored for it, and its next login reads nothing. A read that may have overlapped a store does
+not count as finding the queue empty. Only this module writes the queue, so the memory stays
+exact; a cluster whose nodes store offline messages for each other must clear it on every node
+(or turn it off) when one of them stores.
+
 Order. While a flush runs, a new message that would go to that same resource is appended to the
 queue instead of overtaking the older ones (priority 0 on `message/bare|full`, below blocking,
 the archive and carbons, above default delivery). The flush ends only when the queue is empty
@@ -39,6 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -50,6 +59,7 @@ from xmppd import events
 from xmppd.elements import element
 from xmppd.events import AvailableEvent, HandedEvent
 from xmppd.jid import JID
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, Stanza, StanzaEvent
 from xmppd.stanza import CLIENT_NS
 
@@ -74,6 +84,9 @@ CARBONS_NS = "urn:xmpp:carbons:2"
 OPTIONS = {
     "max_messages": Option(
         1000, "messages kept for one account; over it, senders get service-unavailable", minimum=1
+    ),
+    "cache_size": Option(
+        10000, "accounts remembered to have no offline message, so that their logins read nothing", minimum=1
     ),
 }
 PRIORITY = 0  # below blocking (100), the archive (50) and carbons (10); above default delivery (-1)
@@ -133,6 +146,39 @@ def stamped(msg: etree._Element, host: str, now: datetime) -> etree._Element:
     return copied
 
 
+class EmptyQueues:
+    """The accounts whose offline queue is known to be empty (see the module docstring)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._empty: LRU[JID, bool] = LRU(capacity)
+        self._started = 0  # stores begun, ever
+        self._under_way = 0  # stores not finished yet
+
+    def known(self, account: JID) -> bool:
+        return self._empty.get(account) is not None
+
+    @contextmanager
+    def storing(self, account: JID) -> Iterator[None]:
+        """Around every write to the queue."""
+        self._empty.pop(account)
+        self._started += 1
+        self._under_way += 1
+        try:
+            yield
+        finally:
+            self._under_way -= 1
+
+    def before_read(self) -> int | None:
+        """What `found_empty` needs of the moment a read of a queue begins: None when a store is
+        under way, which the read might not see."""
+        return None if self._under_way else self._started
+
+    def found_empty(self, account: JID, read_began: int | None) -> None:
+        """A read found the account's queue empty: remembered, unless a store began meanwhile."""
+        if read_began is not None and read_began == self._started:
+            self._empty.put(account, True)
+
+
 @dataclass(slots=True)
 class _Flush:
     """A delivery under way to one resource, and the appends to the queue it must wait for."""
@@ -158,6 +204,7 @@ class Offline:
         self.sessions = mod.sessions
         self.limit: int = mod.options["max_messages"]
         self.flushing: dict[JID, _Flush] = {}
+        self.empty = EmptyQueues(mod.options["cache_size"])
 
     # -- storing ------------------------------------------------------------------------------
 
@@ -170,7 +217,9 @@ class Offline:
         to = ev.stanza.to
         assert to is not None and to.local is not None
         text = etree.tostring(stamped(ev.stanza.element, ev.host.name, self.mod.now()), encoding="unicode")
-        if await self.store_.push(to.domain, to.local, text, self.limit) is None:
+        with self.empty.storing(to.bare):
+            pushed = await self.store_.push(to.domain, to.local, text, self.limit)
+        if pushed is None:
             # XEP-0160 §2 step 3: the queue is full.
             return ev.error("service-unavailable", "the recipient's offline message queue is full")
         return True
@@ -190,7 +239,8 @@ class Offline:
         text = etree.tostring(stanza.element, encoding="unicode")
         flush.appending += 1
         try:
-            await self.store_.push(bare.domain, bare.local, text, None)
+            with self.empty.storing(bare):
+                await self.store_.push(bare.domain, bare.local, text, None)
         finally:
             flush.appending -= 1
             if flush.appending == 0:
@@ -208,17 +258,20 @@ class Offline:
     async def flush(self, session: Session) -> None:
         """XEP-0160 §2 step 5: the stored messages, oldest first, to `session` only."""
         bare = session.bare
-        if bare in self.flushing:
-            return  # another resource of the account is getting them
+        if bare in self.flushing or self.empty.known(bare):
+            return  # another resource of the account is getting them, or there are none
         assert bare.local is not None
         host, user = bare.domain, bare.local
         flush = self.flushing[bare] = _Flush(session)
         cursor = 0
         try:
             while self._reachable(session):
+                read_began = self.empty.before_read()
                 batch = await self.store_.fetch(host, user, after=cursor, limit=BATCH)
                 if not batch:
                     if flush.appending == 0:
+                        if cursor == 0:  # (after a batch, its deletion may wait for acks: XEP-0198)
+                            self.empty.found_empty(bare, read_began)
                         return
                     flush.appended.clear()
                     await flush.appended.wait()

@@ -18,8 +18,10 @@ Requests (XEP-0054 §3), answered by the server, never forwarded to a resource (
   bad-request, rather than the service-unavailable of a namespace we do not know.
 
 Avatars (XEP-0153). The hash of an account's photo (SHA-1 of the BINVAL's bytes, §3.1) is
-computed when a vCard is stored, and kept in memory for the accounts online: read once per login,
-updated on every set, dropped with the last resource. XEP-0153 §4 asks the client, not the
+computed when a vCard is read or stored, and kept in memory for the `cache_size` accounts that
+logged in most recently: read once, updated on every set, dropped when the account is deleted
+(here or by another process, xmppd/deletions.py), so a login reads no vCard. Only this server
+writes vCards (another cluster node would have to signal its writes). XEP-0153 §4 asks the client, not the
 server, to put `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` in its presence, and says
 nothing of the server. A client that has not downloaded the vCard yet can only send an empty
 `<x/>` (§4.1 rule 2), and one that does not implement XEP-0153 sends nothing, so contacts would
@@ -57,11 +59,12 @@ from xmppd import events
 from xmppd.elements import element, from_text, to_text
 from xmppd.events import VCardEvent
 from xmppd.jid import JID
+from xmppd.lru import LRU
 from xmppd.module import ModuleAPI, Option, StanzaEvent
 
 if TYPE_CHECKING:
     from storage.shapes import KeyValue
-    from xmppd.events import SessionEvent
+    from xmppd.events import AccountEvent
 
 PROTOCOLS = [("XEP-0054", "1.3.0"), ("XEP-0153", "1.1.1")]
 NS = "vcard-temp"
@@ -71,6 +74,9 @@ KV_KEY = "vcard-temp"
 OPTIONS = {
     "max_size": Option(
         64 * 1024, "largest vCard stored, in bytes of XML (avatars included); larger: not-acceptable", minimum=1
+    ),
+    "cache_size": Option(
+        10000, "accounts whose photo hash is kept in memory (the least recently used are dropped)", minimum=1
     ),
 }
 PRIORITY = 0  # a feature: after blocking (100), before the presence module's handling (-1)
@@ -125,7 +131,7 @@ def setup(mod: ModuleAPI) -> None:
             mod.on(f"iq-{type_}/{target}", misnamed)
     for target in ("self", "bare", "full"):
         mod.on(events.pre("presence", target), vcards.presence, PRIORITY)
-    mod.on(events.SESSION_ENDED, vcards.session_ended)
+    mod.on(events.ACCOUNT_DELETED, vcards.account_deleted)
 
 
 def forbidden(ev: StanzaEvent) -> bool:
@@ -149,13 +155,13 @@ def answer(ev: StanzaEvent, vcard: etree._Element) -> bool:
 
 
 class VCards:
-    """The vCards of one host's accounts, and the photo hashes of those online."""
+    """The vCards of one host's accounts, and the photo hashes of those used recently."""
 
     def __init__(self, mod: ModuleAPI) -> None:
         self.mod = mod
         self.store: KeyValue = mod.open_store(KV_STORE, KEY_VALUE)
         self.max_size: int = mod.options["max_size"]
-        self.photos: dict[JID, str] = {}
+        self.photos: LRU[JID, str] = LRU(mod.options["cache_size"])
 
     async def load(self, account: JID) -> etree._Element | None:
         assert account.local is not None
@@ -191,21 +197,18 @@ class VCards:
         account = ev.origin.bare
         assert account.local is not None
         await self.store.set(account.domain, account.local, KV_KEY, text)
-        if self.mod.sessions.resources(account):  # hashes are kept for accounts online only
-            self.photos[account] = photo_hash(vcard)
+        self.photos.put(account, photo_hash(vcard))
         await self.mod.fire(events.VCARD_STORED, VCardEvent(account, account, vcard))
         ev.respond(ev.stanza.reply())
         return True
 
     async def photo(self, account: JID) -> str:
-        """The account's photo hash, read from its vCard once per login."""
+        """The account's photo hash, read from its vCard when it is not in memory."""
         known = self.photos.get(account)
         if known is not None:
             return known
         vcard = await self.load(account)
         loaded = photo_hash(vcard) if vcard is not None else ""
-        if not self.mod.sessions.resources(account):
-            return loaded  # the account went offline while we read: nothing to keep
         # A vCard stored while we read is newer than what we read: keep its hash.
         return self.photos.setdefault(account, loaded)
 
@@ -215,7 +218,5 @@ class VCards:
             advertise(ev.stanza.element, await self.photo(session.bare))
         return False  # the presence goes on its way
 
-    def session_ended(self, ev: SessionEvent) -> None:
-        account = ev.session.bare
-        if not self.mod.sessions.resources(account):
-            self.photos.pop(account, None)
+    def account_deleted(self, ev: AccountEvent) -> None:
+        self.photos.pop(ev.account)
