@@ -56,10 +56,13 @@ class DeletionLog:
 
     async def catch_up(self) -> None:
         for seq, host, username in await self._accounts.deletions_after(self.seen):
-            self.seen = seq
+            self.seen = seq  # first: an entry that fails below is not tried again and again
             if seq in self._made_here:
                 self._made_here.discard(seq)
                 continue
-            account = JID(username, host, None)
-            log.info("account %s was deleted by another process", account)
-            await self._deleted_elsewhere(account)
+            try:
+                account = JID(username, host, None)
+                log.info("account %s was deleted by another process", account)
+                await self._deleted_elsewhere(account)
+            except Exception:  # one bad entry must not stop the server from following the log
+                log.exception("could not handle the deletion of %s@%s (log entry %d)", username, host, seq)

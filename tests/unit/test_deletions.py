@@ -43,3 +43,20 @@ async def test_a_server_hears_of_each_deletion_made_elsewhere_once(storage: Stor
     await delete(storage, "cli")  # made again and deleted again: heard again
     await log.catch_up()
     assert heard[2:] == [parse_jid(f"cli@{HOST}")]
+
+
+async def test_an_entry_that_fails_is_logged_and_the_next_ones_are_handled(storage: Storage) -> None:
+    heard: list[JID] = []
+
+    async def deleted_elsewhere(account: JID) -> None:
+        if account.local == "broken":
+            raise RuntimeError("a module failed on it")
+        heard.append(account)
+
+    log = DeletionLog(storage.accounts, deleted_elsewhere)
+    await log.start()
+    await delete(storage, "broken", "fine")
+    await log.catch_up()
+    assert heard == [parse_jid(f"fine@{HOST}")]
+    await log.catch_up()  # the failed entry is not tried again
+    assert heard == [parse_jid(f"fine@{HOST}")]
