@@ -1,13 +1,13 @@
 """Accounts deleted by another process: the CLI (`xmppd deluser`), later another node of a cluster.
 
 Storage logs every account deletion in the transaction that deletes it (AccountStore.delete). A
-running server reads the log every POLL seconds from where it left off, and for each account
-deleted elsewhere it fires `account-deleted` on the account's host, so that what modules keep in
-memory for it (PEP nodes, blocklists, push registrations, photo hashes) goes, then ends its
-streams with not-authorized, as an in-band removal does (XEP-0077 §3.2). Without this, an account made again
-with the same name would be served the old one's PEP nodes (its private bookmarks among them)
-from memory. A deletion this server made itself (`ModuleAPI.delete_account`) was handled when it
-happened and is skipped.
+running server reads the log every POLL seconds from where it left off. For each account deleted
+elsewhere it fires `account-deleted` on the account's host, so that what modules keep in memory
+for it (PEP nodes, blocklists, push registrations, photo hashes) goes, then it ends the account's
+streams with not-authorized, as an in-band removal does (XEP-0077 §3.2). Without this, an account
+made again with the same name would be served the old one's PEP nodes (its private bookmarks
+among them) from memory. A deletion this server made itself (`ModuleAPI.delete_account`) was
+handled when it happened and is skipped.
 
 Polling, not a notification channel: SQLite has none, and a few seconds is soon enough for an
 admin's deletion. Each poll is one primary-key range read that usually finds no row.

@@ -14,8 +14,8 @@ import pytest
 from storage import Storage
 from tests.conftest import PG_DSN, StorageFactory
 from tests.integration.conftest import TIMEOUT, running_server
-from tests.integration.test_damaged_database import xmppd
 from tests.integration.test_pep import ALICE, BOB, MOOD, accounts, befriend, online, payload, refused
+from tests.integration.tools import xmppd
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,8 @@ runs as a real subprocess where its exit code (3, storage error) and message mat
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +18,13 @@ from storage.errors import DamagedDatabaseError
 from storage.postgres import quote_identifier
 from tests.conftest import StorageFactory
 from tests.integration.conftest import write_config
+from tests.integration.tools import xmppd
 from xmppd.config import load_config
 from xmppd.server import Server
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 EXIT_STORAGE = 3
-SUBPROCESS_TIMEOUT = 60  # a refused `xmppd serve` exits at once; one that serves would run forever
 
 
 def emptied_message(evidence: str, database: str) -> str:
@@ -37,28 +33,6 @@ def emptied_message(evidence: str, database: str) -> str:
         " xmppd was stopped?): xmppd will not silently start over with no accounts. Restore the database"
         " from a backup, or run `xmppd migrate` to create a fresh, empty schema on purpose"
     )
-
-
-async def xmppd(config: Path, *args: str) -> tuple[int, str, str]:
-    """Run `python -m xmppd --config CONFIG ARGS...` to its end: (exit code, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k != "XMPPD_CONFIG"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "xmppd", "--config", str(config), *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=config.parent,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def run_once(config: Path) -> None:

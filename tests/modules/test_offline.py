@@ -239,7 +239,7 @@ def test_a_read_that_a_store_may_have_overlapped_does_not_count_as_empty() -> No
         assert empty.before_read() is None  # a read now might not see the store under way
     read_began = empty.before_read()
     with empty.storing(bob_):  # a store that began during the read (to any account)
-        pass
+        assert empty.before_read() is None
     empty.found_empty(alice, read_began)
     assert not empty.known(alice)
 

@@ -21,9 +21,11 @@ Avatars (XEP-0153). The hash of an account's photo (SHA-1 of the BINVAL's bytes,
 computed when a vCard is read or stored, and kept in memory for the `cache_size` accounts that
 logged in most recently: read once, updated on every set, dropped when the account is deleted
 (here or by another process, xmppd/deletions.py), so a login reads no vCard. Only this server
-writes vCards (another cluster node would have to signal its writes). XEP-0153 §4 asks the client, not the
-server, to put `<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` in its presence, and says
-nothing of the server. A client that has not downloaded the vCard yet can only send an empty
+writes vCards (another cluster node would have to signal its writes).
+
+XEP-0153 §4 asks the client, not the server, to put
+`<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>` in its presence, and says nothing of the
+server. A client that has not downloaded the vCard yet can only send an empty
 `<x/>` (§4.1 rule 2), and one that does not implement XEP-0153 sends nothing, so contacts would
 not learn of the avatar. The server knows the hash, so it fills it in, by the rules XEP-0398 §4
 gives servers, in every available presence a user sends, broadcast or directed (a room join):
