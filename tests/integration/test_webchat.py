@@ -273,6 +273,15 @@ async def npm_ci(npm: str, directory: Path, installed: Path) -> None:
     assert code == 0, f"npm ci in {directory} failed:\n{out}\n{err}"
 
 
+def failure_report(result: dict[str, Any], stderr: str) -> str:
+    """What the browser script saw up to a failure: the error, the steps that passed, then what each
+    page logged and its XMPP stream carried last."""
+    lines = [str(result["error"]), f"steps passed: {result['steps']}", *result["page_errors"], stderr]
+    for who in ("alice", "bob"):
+        lines += [f"--- {who}'s page, last console messages and WebSocket frames:", *result[who].get("trail", [])]
+    return "\n".join(lines)
+
+
 async def test_two_people_chat_through_the_web_chat_in_chromium(storage: Storage, tmp_path: Path) -> None:
     node, npm = node_and_npm("the browser test (playwright-core) and the web chat's assets")
     if not os.access(CHROMIUM, os.X_OK):
@@ -308,7 +317,7 @@ async def test_two_people_chat_through_the_web_chat_in_chromium(storage: Storage
         result = json.loads(out)
     except json.JSONDecodeError:
         pytest.fail(f"the browser script printed no result (exit {code}):\n{out}\n{err}")
-    assert code == 0 and result["ok"], f"{result['error']}\nsteps passed: {result['steps']}\n{err}"
+    assert code == 0 and result["ok"], failure_report(result, err)
     assert len(result["steps"]) == 7
     assert result["bob"]["received"] == result["sent"]["to_bob"]
     assert result["alice"]["received"] == result["sent"]["to_alice"]

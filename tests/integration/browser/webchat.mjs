@@ -59,10 +59,17 @@ async function person(name, jid, png) {
   context.setDefaultTimeout(WAIT);
   context.on("request", (request) => requests.add(request.url()));
   const page = await context.newPage();
-  page.on("websocket", (socket) => websockets.add(socket.url()));
+  const trail = [];
   page.on("pageerror", (error) => result.page_errors.push(`${name}: ${error.message}`));
   page.on("console", (message) => {
     if (message.type() === "error") result.console_errors.push(`${name}: ${message.text()}`);
+    remember(trail, `console.${message.type()}: ${message.text()}`);
+  });
+  // What this page's XMPP stream carried, for the report of a failure.
+  page.on("websocket", (socket) => {
+    websockets.add(socket.url());
+    socket.on("framesent", (frame) => remember(trail, `sent: ${frame.payload}`));
+    socket.on("framereceived", (frame) => remember(trail, `received: ${frame.payload}`));
   });
   // What the page's Content-Security-Policy refused, as the page itself learns it.
   await page.exposeFunction("reportViolation", (text) => result.csp_violations.push(`${name}: ${text}`));
@@ -71,7 +78,16 @@ async function person(name, jid, png) {
       window.reportViolation(`${event.violatedDirective} ${event.blockedURI}`),
     );
   });
-  return { name, jid, page, png };
+  return { name, jid, page, png, trail };
+}
+
+// The newest TRAIL entries of a page (console messages and WebSocket frames), with the time since
+// the start: printed only when a step fails, to show what the page and the server said last.
+const TRAIL = 80;
+const started = Date.now();
+function remember(trail, text) {
+  trail.push(`+${((Date.now() - started) / 1000).toFixed(2)}s ${String(text).slice(0, 600)}`);
+  if (trail.length > TRAIL) trail.shift();
 }
 
 async function step(what, action) {
@@ -107,8 +123,13 @@ function room(page) {
 async function joinRoom(page) {
   await page.locator("#chatrooms converse-dropdown button.dropdown-toggle").click();
   await page.locator("a.show-add-muc-modal").click();
-  // A name without a domain: Converse adds the server's room service (muc_domain).
-  await page.locator('converse-add-muc-modal input[name="chatroom"]').pressSequentially(ROOM);
+  // A name without a domain: Converse adds the server's room service (muc_domain). The dialog is
+  // drawn by Lit, which may draw the field again while it opens: the name is checked before Join,
+  // so that a room under another name is not what the next wait misses.
+  const name = page.locator('converse-add-muc-modal input[name="chatroom"]');
+  await name.pressSequentially(ROOM);
+  const typed = await name.inputValue();
+  if (typed !== ROOM) throw new Error(`the dialog's room name field holds "${typed}", not "${ROOM}"`);
   await page.locator('converse-add-muc-modal input[type="submit"]').click();
   await room(page).locator("textarea.chat-textarea").waitFor();
 }
@@ -189,6 +210,7 @@ try {
   result.error = String(error?.stack ?? error);
   for (const who of [alice, bob]) {
     if (!who) continue;
+    result[who.name].trail = who.trail;
     try {
       await screenshot(who, who.png, "screenshot"); // what the page showed when it failed
     } catch (failure) {
