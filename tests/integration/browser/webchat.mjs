@@ -15,7 +15,9 @@
 // Screenshots: ALICE_PNG and BOB_PNG show the one-to-one chat (taken once its steps passed, or at
 // the failure), and the same names ending in "-room.png" the room. Prints one JSON object:
 // {ok, steps, sent, alice, bob, requests, websockets, csp_violations, page_errors, console_errors,
-// error}; exits 0 when every step passed. CHROMIUM names the browser (default /usr/bin/chromium).
+// error}; after a failure, alice.trail and bob.trail hold each page's last console messages and
+// WebSocket frames. Exits 0 when every step passed. CHROMIUM names the browser (default
+// /usr/bin/chromium).
 import { chromium } from "playwright-core";
 
 const [url, aliceJid, alicePassword, bobJid, bobPassword, alicePng, bobPng] = process.argv.slice(2);
@@ -123,9 +125,9 @@ function room(page) {
 async function joinRoom(page) {
   await page.locator("#chatrooms converse-dropdown button.dropdown-toggle").click();
   await page.locator("a.show-add-muc-modal").click();
-  // A name without a domain: Converse adds the server's room service (muc_domain). The dialog is
-  // drawn by Lit, which may draw the field again while it opens: the name is checked before Join,
-  // so that a room under another name is not what the next wait misses.
+  // A name without a domain: Converse adds the server's room service (muc_domain). The typed name
+  // is checked before Join: a room opened under another name would leave the next wait to time
+  // out without saying why.
   const name = page.locator('converse-add-muc-modal input[name="chatroom"]');
   await name.pressSequentially(ROOM);
   const typed = await name.inputValue();
