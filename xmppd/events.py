@@ -197,7 +197,9 @@ class PepChanged:
 class CopiesEvent:
     """`copies`, on a user host: `stanza` (no `to`; read-only, it is shared by every copy) is
     about to be written to the resources in `recipients`, full JIDs of this host's accounts, as
-    `template.copy(jid)` (`Router.deliver_copies`: a room's messages and occupant presence).
+    `template.copy(jid)` (`Router.deliver_copies`: a room's messages and occupant presence). A
+    presence may also name an account by its bare JID: that copy goes to each of its available
+    resources.
 
     It stands for the `<kind>/full` events these copies do not fire. A handler that filters
     (blocking) removes recipients from `recipients` and returns None; one that returns True takes

@@ -18,17 +18,19 @@ namespace never sees the others. An iq get/set that nobody handles is answered
 with service-unavailable (RFC 6120 §8.4), never dropped.
 
 Copies. `deliver_copies` sends one stanza that differs only in `to` to many recipients (a
-room's groupchat messages and occupant presence, XEP-0045): it is serialised once into a
-`Template` and each copy is that template with its own `to` spliced in, so a copy costs a session
-lookup and a byte join instead of an element copy, a hook run and a serialisation. On a user host
-the recipients' hooks see the whole batch once (`copies`, events.CopiesEvent); what the fast path
-does not cover (other hosts, bare JIDs, stanzas whose delivery does more than write to the
-resource) goes through `deliver` one by one.
+room's groupchat messages and occupant presence, XEP-0045; a user's presence broadcast; PEP
+notifications): it is serialised once into a `Template` and each copy is that template with its
+own `to` spliced in, so a copy costs a session lookup and a byte join instead of an element copy,
+a hook run and a serialisation. On a user host the recipients' hooks see the whole batch once
+(`copies`, events.CopiesEvent); a presence for an account's bare JID counts as one for each of its
+available resources. What the fast path does not cover (other hosts, other bare JIDs, stanzas
+whose delivery does more than write to the resource) goes through `deliver` one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 from collections.abc import Sequence
@@ -72,6 +74,10 @@ _FAST_PATH: dict[tuple[str, str | None], bool] = {
     ("iq", "result"): False,
     ("iq", "error"): False,
 }
+# Of those, the kinds that go to every available resource of an account when addressed to its
+# bare JID (RFC 6121 §8.5.2.1.1): `deliver_copies` expands such a recipient to those resources, so
+# a user's presence broadcast is serialised once for all of its contacts' resources.
+_TO_EVERY_RESOURCE = frozenset(key for key in _FAST_PATH if key[0] == "presence")
 # What quoteattr would change in an attribute value: most JIDs have none of it (a localpart and
 # a domainpart never do, RFC 7622 §3.3.1 and §3.2), and without quoteattr a copy costs a third.
 _ESCAPED = re.compile(r'[&<>"\t\n\r]')
@@ -97,16 +103,35 @@ class Template:
 def template(element: etree._Element) -> Template:
     """Serialise a stanza (without `to`) once for `Template.copy`.
 
-    Its serialisation must start with `<` and the bare tag name, which holds for a stanza in the
-    default namespace (`Stanza.build`, `elements.element`); one whose namespace has a prefix
-    raises ValueError."""
-    # The tail text (whitespace after a stanza parsed from a stream) is not part of the stanza.
-    data = etree.tostring(element, with_tail=False)
+    A stanza in the default namespace (`Stanza.build`, `elements.element`, most of what clients
+    send) serialises as `<` and its bare name; one whose name has a prefix (`<c:presence
+    xmlns:c='jabber:client'>`, which a client may send: it is the same stanza) is serialised as
+    the same stanza in the default namespace."""
     head = b"<" + etree.QName(element).localname.encode()
-    # The byte after the name ends it, so `<message` does not match `<messages` or `<message:x`.
-    if not data.startswith(head) or data[len(head) : len(head) + 1] not in (b" ", b">", b"/"):
-        raise ValueError(f"{element.tag} does not serialise as {head.decode()}...: build it with Stanza.build")
+    data = _serialised(element)
+    if not _named(data, head):
+        data = _serialised(_in_default_namespace(element))
     return Template(head, data[len(head) :])
+
+
+def _serialised(element: etree._Element) -> bytes:
+    # The tail text (whitespace after a stanza parsed from a stream) is not part of the stanza.
+    return etree.tostring(element, with_tail=False)
+
+
+def _named(data: bytes, head: bytes) -> bool:
+    # The byte after the name ends it, so `<message` does not match `<messages` or `<message:x`.
+    return data.startswith(head) and data[len(head) : len(head) + 1] in (b" ", b">", b"/")
+
+
+def _in_default_namespace(element: etree._Element) -> etree._Element:
+    """A copy of `element` whose own name has no prefix (its children keep theirs)."""
+    unprefixed = make_element(element.tag)
+    for name, value in element.items():
+        unprefixed.set(name, value)
+    unprefixed.text = element.text
+    unprefixed.extend(copy.deepcopy(child) for child in element)
+    return unprefixed
 
 
 def delivery_targets(sessions: SessionRegistry, stanza: Stanza) -> list[Session]:
@@ -267,7 +292,9 @@ class Router:
         host, the full JIDs of accounts get the fast path when the stanza's kind and type allow it
         (`_FAST_PATH`): `copies` fires once on the host (blocking filters `ev.recipients`; a
         handler may take the whole delivery), then each copy is written to the session bound to
-        its JID. Bare and domain JIDs, and stanzas off the fast path, take `deliver`.
+        its JID. A presence for an account's bare JID stands for its available resources, as
+        `presence/bare` would deliver it (`_TO_EVERY_RESOURCE`). Other bare JIDs, domain JIDs,
+        and stanzas off the fast path take `deliver`.
         `serialised` is `template(stanza.element)` when the caller kept it from an earlier send.
         """
         assert stanza.from_ is not None and stanza.element.get("to") is None, "copies get their own `to`"
@@ -296,22 +323,38 @@ class Router:
                 await self.deliver(_addressed(stanza, jid), None)
 
     async def _copies(self, stanza: Stanza, shared: Template, group: list[JID], host: Host) -> list[JID]:
-        """The fast path for a user host's resources; returns the recipients it leaves to
-        `deliver`: a bare JID (RFC 6121 §8.5.2: the account decides which resources, if any) or a
-        domain JID (the host)."""
-        full: list[JID] = []
+        """The fast path for a user host's resources (and, for presence, accounts); returns the
+        recipients it leaves to `deliver`: another bare JID (RFC 6121 §8.5.2: the account decides
+        which resources, if any) or a domain JID (the host)."""
+        accounts: list[JID] = []
         others: list[JID] = []
+        every_resource = (stanza.kind, stanza.type) in _TO_EVERY_RESOURCE
+        sessions = self.server.sessions
         for jid in group:
-            (full if jid.resource is not None and jid.local is not None else others).append(jid)
-        if not full:
+            if jid.local is None:
+                others.append(jid)
+            elif jid.resource is not None:
+                accounts.append(jid)
+            elif every_resource:
+                # Nobody available: it goes nowhere (§8.5.2.1.1), and blocking need not look.
+                if sessions.available(jid):
+                    accounts.append(jid)
+            else:
+                others.append(jid)
+        if not accounts:
             return others
-        event = events.CopiesEvent(stanza, shared, full, host)
+        event = events.CopiesEvent(stanza, shared, accounts, host)
         if await host.hooks.fire(events.COPIES, event):
             return others
         answer = _FAST_PATH[(stanza.kind, stanza.type)]
-        sessions = self.server.sessions
         element = stanza.element
         for jid in event.recipients:
+            if jid.resource is None:
+                # Each available resource gets it as addressed, to the bare JID (as `to_bare`).
+                data = shared.copy(jid)
+                for available in sessions.available(jid):
+                    available.output.send(element, data)
+                continue
             session = sessions.get(jid)
             if session is not None:
                 session.output.send(element, shared.copy(jid))

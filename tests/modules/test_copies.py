@@ -259,7 +259,15 @@ def test_a_template_copy_is_the_stanza_with_a_to() -> None:
     assert etree.tostring(copy, method="c14n") == etree.tostring(stanza.element, method="c14n")
 
 
-def test_a_stanza_with_a_prefixed_namespace_has_no_template() -> None:
-    prefixed = etree.Element(f"{{{CLIENT_NS}}}message", nsmap={"c": CLIENT_NS})
-    with pytest.raises(ValueError, match=r"Stanza\.build"):
-        template(prefixed)
+def test_a_stanza_with_a_prefixed_name_is_copied_in_the_default_namespace() -> None:
+    # What a client may send: `<c:presence xmlns:c='jabber:client'>`, the same stanza.
+    prefixed = etree.fromstring(
+        f"<c:presence xmlns:c='{CLIENT_NS}' id='p1'><c:show>away</c:show><c:status>out</c:status></c:presence>"
+    )
+    to = parse_jid(f"{CAROL}/x")
+    data = template(prefixed).copy(to)
+    assert data.startswith(b'<presence to="carol@localhost/x"')
+    copy = etree.fromstring(data)
+    assert (copy.tag, copy.get("id")) == (f"{{{CLIENT_NS}}}presence", "p1")
+    children = [(etree.QName(child).namespace, etree.QName(child).localname, child.text) for child in copy]
+    assert children == [(CLIENT_NS, "show", "away"), (CLIENT_NS, "status", "out")]

@@ -11,6 +11,8 @@ import pytest
 from lxml import etree
 
 from storage.model import RosterItem
+from xmppd import events
+from xmppd.events import CopiesEvent
 from xmppd.jid import parse_jid
 from xmppd.modules import presence as presence_module
 from xmppd.modules.roster import VER_FEATURE_NS
@@ -777,15 +779,30 @@ def state_of_item(item: RosterItem | None) -> str:
 
 class Spy:
     """Stands in front of the contact's host: records what reaches it and stops it there, so
-    that only the user's side of each table is exercised."""
+    that only the user's side of each table is exercised. Presence the user's server fans out
+    comes as copies (`copies`), which are offered only for a contact with an available
+    resource: `watching` brings one online first."""
 
     def __init__(self, h: Harness, host: str) -> None:
         self.seen: list[Stanza] = []
+        hooks = h.server.hosts[host].hooks
         for target in ("bare", "full"):
-            h.server.hosts[host].hooks.on(f"presence/{target}", self.record, 100)
+            hooks.on(f"presence/{target}", self.record, 100)
+        hooks.on(events.COPIES, self.record_copies, 100)
+
+    @classmethod
+    async def watching(cls, h: Harness, contact: str) -> Spy:
+        await online(h, contact)
+        return cls(h, parse_jid(contact).domain)
 
     def record(self, ev: StanzaEvent) -> bool:
         self.seen.append(ev.stanza)
+        return True
+
+    def record_copies(self, ev: CopiesEvent) -> bool:
+        for jid in ev.recipients:
+            copy = Stanza(etree.fromstring(ev.template.copy(jid)), ev.stanza.kind, jid, ev.stanza.from_)
+            self.seen.append(copy)
         return True
 
 
@@ -804,7 +821,7 @@ async def test_appendix_a2_outbound(h: Harness, row: tuple[str, str, bool, str |
     # knows nothing of her and would correct her state with "unsubscribed" (§4.3.2).
     alice = await online(h, f"{ALICE}/phone")
     await h.storage.rosters.put("localhost", "alice", as_item(state, BOB))
-    spy = Spy(h, "example.test")
+    spy = await Spy.watching(h, f"{BOB}/pc")
     await alice.send(f"<presence type='{kind}' to='{BOB}'/>")
     after = await stored(h, ALICE, BOB)
     pushes = alice.take(roster_push)
@@ -840,7 +857,7 @@ async def test_appendix_a3_inbound(h: Harness, row: tuple[str, str, bool, str | 
     # knows nothing of her and would correct her state with "unsubscribed" (§4.3.2).
     alice = await online(h, f"{ALICE}/phone")
     await h.storage.rosters.put("localhost", "alice", as_item(state, BOB))
-    spy = Spy(h, "example.test")
+    spy = await Spy.watching(h, f"{BOB}/pc")
     await h.server.router.deliver(
         Stanza.build("presence", to=parse_jid(ALICE), from_=parse_jid(BOB), type_=kind), None
     )
@@ -863,7 +880,7 @@ async def test_appendix_a3_inbound_subscribe_when_pre_approved(
 ) -> None:
     alice = await online(h, f"{ALICE}/phone")
     await h.storage.rosters.put("localhost", "alice", as_item(state, BOB, approved=True))
-    spy = Spy(h, "example.test")
+    spy = await Spy.watching(h, f"{BOB}/pc")
     await h.server.router.deliver(
         Stanza.build("presence", to=parse_jid(ALICE), from_=parse_jid(BOB), type_="subscribe"), None
     )

@@ -434,20 +434,20 @@ class PresenceHandlers:
         """§4.2.2 / §4.4.2 / §4.5.2: to every subscribed contact and every available resource
         of the user (the sender included); returns the contacts it went to."""
         user = session.bare
-        reached: set[JID] = set()
+        recipients: list[JID] = []
         for item in items:
             if state_of(item) in SUBSCRIBED_FROM:
                 contact = parse_jid(item.jid)
-                if contact == user:
-                    continue  # the user's own resources get it below
-                reached.add(contact)
-                if not self._nobody_there(contact):
-                    await self.mod.send(addressed(presence, session.jid, contact))
+                if contact != user:  # the user's own resources get it below
+                    recipients.append(contact)
+        reached = set(recipients)
         targets = self.sessions.available(user)
         if session not in targets and not session.closed:
             targets.append(session)  # an unavailable presence still goes back to its sender
-        for target in targets:
-            target.send(addressed(presence, session.jid, target.jid).element)
+        recipients.extend(target.jid for target in targets)
+        # One serialisation for all: a local contact's bare JID stands for its available
+        # resources (Router.deliver_copies), and blocking sees them all in one `copies` event.
+        await self.mod.send_copies(Stanza(presence, "presence", None, session.jid), recipients)
         return reached
 
     async def _available(self, ev: StanzaEvent, session: Session) -> bool:

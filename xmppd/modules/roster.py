@@ -257,9 +257,10 @@ async def send_available_presence(mod: ModuleAPI, user: JID, to: JID, *, unavail
     sessions = mod.sessions.available(user)
     for session in sessions:
         if unavailable:
-            stanza = Stanza.build("presence", to=to, from_=session.jid, type_="unavailable")
+            await mod.send(Stanza.build("presence", to=to, from_=session.jid, type_="unavailable"))
         else:
             assert session.presence is not None
-            stanza = addressed(session.presence, session.jid, to)
-        await mod.send(stanza)
+            # As a copy: a local account's bare JID stands for its available resources, and the
+            # stanza is serialised once for all of them (Router.deliver_copies).
+            await mod.send_copies(addressed(session.presence, session.jid, None), [to])
     return len(sessions)
