@@ -489,6 +489,18 @@ async def test_session_end_broadcasts_unavailable(h: Harness) -> None:
     assert bob.take() == [] and alice.take() == []
 
 
+async def test_a_broadcast_written_with_a_prefix_reaches_contacts(h: Harness) -> None:
+    # Namespace prefixes are the client's choice (the same stanza as `<presence>`); contacts
+    # get it in the default namespace, with its payload.
+    alice = await online(h, f"{ALICE}/phone")
+    bob = await online(h, f"{BOB}/pc")
+    await subscribe_both_ways(alice, bob)
+    await alice.send("<c:presence xmlns:c='jabber:client'><c:show>dnd</c:show></c:presence>")
+    (got,) = bob.take(presence)
+    assert summary(got) == (None, f"{ALICE}/phone", BOB)
+    assert got.findtext("{jabber:client}show") == "dnd"
+
+
 async def test_directed_presence_and_its_unavailable(h: Harness) -> None:
     alice = await online(h, f"{ALICE}/phone")
     bob = await online(h, f"{BOB}/pc")
