@@ -139,9 +139,15 @@ class Node:
         return evicted
 
     def to_json(self) -> dict[str, Any]:
-        config = dataclasses.asdict(self.config)
+        # Field by field rather than dataclasses.asdict, which deep-copies every value: this runs
+        # at each publish (every login publishes its OMEMO device list).
+        config: dict[str, Any] = {name: getattr(self.config, name) for name in _CONFIG_FIELDS}
         config["roster_groups_allowed"] = list(self.config.roster_groups_allowed)
-        items = [dataclasses.asdict(item) for item in self.items.values()] if self.config.persist_items else []
+        items = (
+            [{name: getattr(item, name) for name in _ITEM_FIELDS} for item in self.items.values()]
+            if self.config.persist_items
+            else []
+        )
         return {"config": config, "items": items, "affiliations": dict(self.affiliations)}
 
     @classmethod
@@ -167,6 +173,10 @@ class Node:
                 if isinstance(jid, str) and affiliation in AFFILIATIONS
             }
         return node
+
+
+_CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(NodeConfig))
+_ITEM_FIELDS = tuple(field.name for field in dataclasses.fields(Item))
 
 
 def _config_from_json(data: object) -> NodeConfig:

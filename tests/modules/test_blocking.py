@@ -285,7 +285,7 @@ async def test_a_blocked_contact_sees_the_user_go_offline_and_come_back_on_unblo
     laptop = await h.connect(f"{ALICE}/laptop")
     await laptop.send("<presence/>")
     assert bob.take(presence) == []
-    # Nor does Bob's presence come back to her: the probe to him was never routed.
+    # Nor does Bob's presence come back to her: her list leaves out the answer to her probe.
     assert [p.get("from") for p in laptop.take(presence)] == [f"{ALICE}/laptop", f"{ALICE}/phone"]
     # Unblocked: Bob sees both resources again.
     alice.take()
@@ -293,6 +293,21 @@ async def test_a_blocked_contact_sees_the_user_go_offline_and_come_back_on_unblo
     seen = bob.take(presence)
     assert sorted(p.get("from") or "" for p in seen) == [f"{ALICE}/laptop", f"{ALICE}/phone"]
     assert all(p.get("type") is None for p in seen)
+
+
+async def test_a_contact_who_blocked_the_user_is_not_seen_at_her_login(h: Harness) -> None:
+    await befriend(h)
+    bob = await online(h, f"{BOB}/desk")
+    await block(bob, ALICE)
+    bob.take()
+    alice = await online(h, f"{ALICE}/phone", available=False)
+    await alice.send("<presence/>")
+    # Her probe of Bob is answered by nobody (§3.3: he blocked her), and her broadcast skips him.
+    assert [p.get("from") for p in alice.take(presence)] == [f"{ALICE}/phone"]
+    assert bob.take(presence) == []
+    # Once he unblocks her, his presence reaches her (§3.4), as her next login's probe would.
+    await command(bob, f"<unblock xmlns='{NS}'/>")
+    assert [p.get("from") for p in alice.take(presence)] == [f"{BOB}/desk"]
 
 
 async def test_directed_presence_recipients_see_the_user_go(h: Harness) -> None:

@@ -255,8 +255,11 @@ class Blocking:
         if sender.local is not None and self.mod.is_user_host(sender.domain) and kept:
             # What the server sends for a local user (presence, PEP notifications): not to those
             # the user blocked.
-            own = await lists.get(sender.bare)
-            kept = [jid for jid in kept if exempt(sender.bare, jid) or not own.blocks(jid)]
+            own = lists.cached(sender.bare)
+            if own is None:
+                own = await lists.get(sender.bare)
+            if own.members:  # most lists are empty
+                kept = [jid for jid in kept if exempt(sender.bare, jid) or not own.blocks(jid)]
         ev.recipients[:] = kept
 
     def account_deleted(self, ev: events.AccountEvent) -> None:

@@ -402,18 +402,20 @@ class PresenceHandlers:
     async def _probe(self, ev: StanzaEvent) -> bool:
         stanza = ev.stanza
         assert stanza.to is not None
-        prober = stanza.from_
-        if prober is None:
-            return True
+        if stanza.from_ is not None:
+            await self._answer_probe(stanza.to.bare, stanza.from_)
+        return True
+
+    async def _answer_probe(self, user: JID, prober: JID) -> None:
+        """§4.3.2: what the server of `user`, a local account, answers a probe from `prober`."""
         mod = self.mod
-        user = stanza.to.bare
         assert user.local is not None
         if not self.sessions.available(user):
             # §4.3.2 lets a server stay silent about a contact with no available resource, and
             # we keep no last unavailable presence: a login with many offline contacts then
             # costs no database lookup per contact. (A prober that wrongly believes itself
             # subscribed is put right when the contact is online.)
-            return True
+            return
         if prober.bare != user:  # an account always sees its own presence
             # No account has no roster either: one lookup answers both questions.
             item = await get_item(mod, user, prober.bare)
@@ -421,10 +423,9 @@ class PresenceHandlers:
                 # §4.3.2: no account, or the prober is not subscribed: "unsubscribed", which
                 # resynchronises a prober that believes it is subscribed.
                 await mod.send(Stanza.build("presence", to=prober.bare, from_=user, type_="unsubscribed"))
-                return True
+                return
         # §4.3.2: the last presence of each available resource.
         await send_available_presence(mod, user, prober)
-        return True
 
     # -- availability (§4.2, §4.4, §4.5) ----------------------------------------------------
 
@@ -468,19 +469,19 @@ class PresenceHandlers:
         await self.mod.fire(events.AVAILABLE_PRESENCE, AvailableEvent(session, initial, previous_priority, presence))
         return True
 
-    def _nobody_there(self, contact: JID) -> bool:
-        """A contact of this server with no available resource: availability presence for it
-        goes nowhere and a probe would be answered with silence (§4.2.2, §4.3.2), so neither
-        is routed. A login with a large, mostly offline roster then costs little."""
-        return self.mod.is_user_host(contact.domain) and not self.sessions.available(contact)
-
     async def _initial(self, session: Session, items: list[RosterItem]) -> None:
         user = session.bare
-        # §4.2.2: probe the contacts the user is subscribed to, from the bare JID (§4.3).
+        # §4.2.2: probe the contacts the user is subscribed to, from the bare JID (§4.3). A
+        # contact of this server is answered here and now, as its server would answer the
+        # probe, which is therefore not routed: a login costs no stanza per contact but the
+        # answers. Blocking judges an answer (a copy) between the same two accounts' lists as
+        # it would have judged the probe.
         for item in items:
             if state_of(item) in SUBSCRIBED_TO and item.jid != str(user):
                 contact = parse_jid(item.jid)
-                if not self._nobody_there(contact):
+                if self.mod.is_user_host(contact.domain):
+                    await self._answer_probe(contact, user)
+                else:
                     await self.mod.send(Stanza.build("presence", to=contact, from_=user, type_="probe"))
         # The new resource learns about the user's other available resources.
         for other in self.sessions.available(user):
