@@ -101,10 +101,14 @@ class Node:
         self.items[item.id] = item
         return self._evict()
 
+    def last(self) -> Item | None:
+        """The newest item, if any (the last published, §4.3.4 of XEP-0163)."""
+        return next(reversed(self.items.values()), None)
+
     def holds(self, item: Item) -> bool:
         """Whether `item` is already the newest item, same id, payload and publisher: publishing
         it again would change nothing but its publication time."""
-        newest = next(reversed(self.items.values()), None)
+        newest = self.last()
         return (
             newest is not None
             and newest.id == item.id

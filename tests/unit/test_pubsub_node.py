@@ -43,6 +43,8 @@ def test_newest_lists_items_newest_first() -> None:
     assert ids(node.newest(2)) == ["c", "b"]
     assert node.newest(0) == [] and node.newest(-1) == []
     assert list(node.items) == ["a", "b", "c"]
+    assert node.last() is node.items["c"]
+    assert Node("empty", NodeConfig()).last() is None
 
 
 def test_max_items_evicts_the_oldest() -> None:
@@ -63,6 +65,7 @@ def test_republishing_an_id_replaces_the_item_and_makes_it_newest() -> None:
     replacement = Item("a", "<x xmlns='urn:example'/>", "juliet@capulet.lit", 2.0)
     assert node.publish(replacement) == []
     assert node.newest() == [replacement, node.items["b"]]
+    assert node.last() is replacement
 
 
 def test_a_non_persistent_node_keeps_its_last_item_but_does_not_store_it() -> None:

@@ -196,10 +196,10 @@ class Avatars:
 
 def shown_info(metadata: Node) -> etree._Element | None:
     """The `<info/>` of the newest metadata item that points to no URL (§3.1), if any."""
-    newest = metadata.newest(1)
-    if not newest:
+    newest = metadata.last()
+    if newest is None:
         return None
-    payload = from_text(newest[0].payload)
+    payload = from_text(newest.payload)
     for info in payload.iterchildren(f"{{{METADATA}}}info"):
         if info.get("url") is None and info.get("id"):
             return info

@@ -475,13 +475,13 @@ class Pep:
         for name, node in nodes.items():
             if name not in wanted or node.config.send_last_published_item != "on_sub_and_presence":
                 continue
-            last = node.newest(1)
-            if not last:
+            last = node.last()
+            if last is None:
                 continue
             seen = relation if relation is not None else await self._as_subscriber(owner, session.bare, node)
             if not may_access(node, str(session.bare), seen):
                 continue
-            message, serialised = self.last_items.message(owner, node, last[0])
+            message, serialised = self.last_items.message(owner, node, last)
             await self.mod.send_copies(message, [session.jid], serialised)
 
     async def _as_subscriber(self, owner: JID, subscriber: JID, node: Node) -> Relation:
