@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 from lxml import etree
 
@@ -46,3 +47,28 @@ def kept(node: etree._Element) -> etree._Element:
     parser alive, about 10 KB, even once the stream let go of it (XmlStream.release). This copy
     is made through text and belongs to no stream."""
     return etree.fromstring(etree.tostring(node, with_tail=False), _STORED)
+
+
+# -- writing XML as text, where building elements only to serialise them would cost more ----------
+
+# What an attribute value or text must have escaped; most values (JIDs, ids, names) have none.
+_ATTRIBUTE_SPECIAL = re.compile(r'[&<>"\t\n\r]')
+_TEXT_SPECIAL = re.compile(r"[&<>\r]")
+# Whitespace in an attribute value would be normalised to spaces by the reader (XML 1.0 §3.3.3),
+# and a carriage return in text to a line feed (§2.11): they go as character references. (Not
+# xml.sax.saxutils, which imports urllib and with it sockets and TLS into the sans-IO core.)
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+
+
+def _reference(match: re.Match[str]) -> str:
+    return _ENTITIES[match.group()]
+
+
+def attribute(value: str) -> str:
+    """`value` as a quoted XML attribute value, exactly as a reader will give it back."""
+    return f'"{_ATTRIBUTE_SPECIAL.sub(_reference, value)}"'
+
+
+def text(value: str) -> str:
+    """`value` as XML character data, exactly as a reader will give it back."""
+    return _TEXT_SPECIAL.sub(_reference, value)

@@ -42,6 +42,7 @@ from lxml import etree
 
 from xmppd import events
 from xmppd.elements import element as make_element
+from xmppd.elements import from_text
 from xmppd.errors import StanzaError, StreamError
 from xmppd.stanza import CLIENT_NS, IQ_TYPES, STANZA_TAGS, Stanza
 
@@ -182,6 +183,17 @@ class StanzaEvent:
             self.origin.send(stanza.element)
         else:
             self.router.deliver_soon(stanza)
+
+    def respond_with(self, stanza: Stanza, payload: bytes) -> None:
+        """`respond` with `stanza` (no children) holding `payload`, an element serialised by the
+        caller: what is written as text (a roster of many items) is never built as elements."""
+        if self.origin is None or stanza.to != self.origin.jid:
+            stanza.element.append(from_text(payload))
+            self.router.deliver_soon(stanza)
+            return
+        empty = etree.tostring(stanza.element)
+        assert len(stanza.element) == 0 and empty.endswith(b"/>"), "the payload goes into an empty stanza"
+        self.origin.send_bytes(b"".join((empty[:-2], b">", payload, b"</", stanza.kind.encode(), b">")))
 
     def error(self, condition: str, text: str | None = None, error_type: str | None = None) -> bool:
         """Answer with a stanza error (of the condition's usual type unless `error_type` is given,

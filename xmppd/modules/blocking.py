@@ -101,6 +101,10 @@ class Blocklists:
     def __init__(self, store: KeyValue, capacity: int) -> None:
         self._kv = store
         self._lists: LRU[JID, Blocklist] = LRU(capacity)
+        # Reads under way, by account: the stanzas that need a list while it is being read wait
+        # for that read (a login's presence checks the lists of all its contacts online at
+        # once, and twenty concurrent logins share many contacts).
+        self._reading: dict[JID, asyncio.Task[Blocklist]] = {}
         # Changes are rare: one lock for the whole server keeps read-modify-write simple.
         self.changing = asyncio.Lock()
 
@@ -108,6 +112,14 @@ class Blocklists:
         cached = self._lists.get(account)
         if cached is not None:
             return cached
+        reading = self._reading.get(account)
+        if reading is None:
+            reading = self._reading[account] = asyncio.create_task(self._read(account))
+            reading.add_done_callback(lambda _: self._reading.pop(account, None))
+        # Shielded: one waiter cancelled (its stream gone) does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read(self, account: JID) -> Blocklist:
         assert account.local is not None
         stored = await self._kv.get(account.domain, account.local, KV_KEY)
         loaded = Blocklist(tuple(stored)) if stored else EMPTY

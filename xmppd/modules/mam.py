@@ -59,7 +59,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -68,7 +67,7 @@ from storage.archive import format_id, parse_id
 from storage.shapes import KEY_VALUE
 from xmppd.archiving import WRITE_ERRORS, WRITE_OPTIONS, archiving
 from xmppd.datetimes import parse_datetime, stamp
-from xmppd.elements import element
+from xmppd.elements import attribute, element
 from xmppd.errors import StanzaError
 from xmppd.jid import JID, InvalidJID, parse_jid
 from xmppd.lru import LRU
@@ -508,8 +507,8 @@ async def answer_query(
     if whole and not request.count_only and query.offset == 0:
         count = len(records)
     sent = reversed(records) if request.flip else records
-    to, archive = quoteattr(str(requester)), quoteattr(str(owner))
-    queryid = f" queryid={_attr(request.queryid)}" if request.queryid is not None else ""
+    to, archive = attribute(str(requester)), attribute(str(owner))
+    queryid = f" queryid={attribute(request.queryid)}" if request.queryid is not None else ""
     prefix = secrets.token_hex(4)
     for n, record in enumerate(sent):
         send(
@@ -550,10 +549,6 @@ def _without_ids(stanza: Stanza, by: str) -> Stanza:
         if sid.get("by") == by:
             copied.element.remove(sid)
     return copied
-
-
-def _attr(value: str) -> str:
-    return quoteattr(value, {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
 
 
 # -- parsing requests (no I/O) ----------------------------------------------------------------
