@@ -3,6 +3,7 @@ enforcement of §3.3 in both directions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from lxml import etree
 
 from storage.model import RosterItem
 from xmppd.jid import parse_jid
-from xmppd.modules.blocking import Blocklist
+from xmppd.modules.blocking import Blocklist, Blocklists
 from xmppd.stanza import CLIENT_NS
 
 from .harness import Client, Harness, error_condition, iq_reply, presence
@@ -344,3 +345,22 @@ async def test_checks_read_the_database_once_per_account(h: Harness, monkeypatch
     await bob.send(f"<message to='{ALICE}' type='chat'><body>blocked</body></message>")
     assert error_condition(bob.take(message)[-1]) == "service-unavailable"
     assert len([r for r in reads if r[2] == "blocking"]) == 2
+
+
+async def test_concurrent_checks_of_one_list_share_one_read(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A login's presence checks the lists of all its contacts online at once, and concurrent
+    # logins share contacts: a list being read is waited for, not read again.
+    await h.storage.kv.set("localhost", "alice", "blocking", "list", [BOB])
+    reads: list[tuple[Any, ...]] = []
+    kv_type = type(h.storage.kv)
+    kv_get = kv_type.get
+
+    async def counting_get(self: Any, *args: Any) -> Any:
+        reads.append(args)
+        return await kv_get(self, *args)
+
+    monkeypatch.setattr(kv_type, "get", counting_get)
+    lists: Blocklists = h.server.shared["blocking:lists"]
+    got = await asyncio.gather(*(lists.get(parse_jid(ALICE)) for _ in range(5)))
+    assert [r for r in reads if r[2] == "blocking"] == [("localhost", "alice", "blocking", "list")]
+    assert all(blocklist is got[0] and blocklist.blocks(parse_jid(BOB)) for blocklist in got)
