@@ -30,6 +30,13 @@ subscribed to ("to"/"both"), the user's other resources' presence and any pendin
 requests are sent to the new resource. Later updates are broadcast the same way; unavailable
 presence (sent, or generated when the session ends) also goes to every entity that got directed
 presence (§4.6) and was not already covered by the broadcast.
+
+A broadcast is one stanza for all its recipients (`send_copies`: serialised once, a contact's
+bare JID standing for its available resources), and so is each resource's answer to a probe. A
+probe of a contact of this server is answered in place, as the contact's inbound half would
+answer it (`_answer_probe`), instead of being routed: a login then costs no stanza per contact
+but the answers, and blocking, which sees each answer as a copy, judges it between the same two
+accounts' lists as it would have judged the probe.
 """
 
 from __future__ import annotations
