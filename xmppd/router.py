@@ -187,12 +187,13 @@ class StanzaEvent:
     def respond_with(self, stanza: Stanza, payload: bytes) -> None:
         """`respond` with `stanza` (no children) holding `payload`, an element serialised by the
         caller: what is written as text (a roster of many items) is never built as elements."""
+        assert len(stanza.element) == 0, "the payload goes into a stanza without children"
         if self.origin is None or stanza.to != self.origin.jid:
             stanza.element.append(from_text(payload))
             self.router.deliver_soon(stanza)
             return
+        # An element without children serialises as `<name .../>`: the payload goes before `/>`.
         empty = etree.tostring(stanza.element)
-        assert len(stanza.element) == 0 and empty.endswith(b"/>"), "the payload goes into an empty stanza"
         self.origin.send_bytes(b"".join((empty[:-2], b">", payload, b"</", stanza.kind.encode(), b">")))
 
     def error(self, condition: str, text: str | None = None, error_type: str | None = None) -> bool:

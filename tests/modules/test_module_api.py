@@ -417,3 +417,21 @@ async def test_end_session_ends_a_session_kept_detached(h: Harness, host: Host, 
     assert h.server.sessions.get(phone.jid) is None and phone.session.closed
     await mod.end_session(phone.session, "again")  # already gone: nothing happens twice
     assert ended == ["not resumed in time"]
+
+
+async def test_respond_with_a_serialised_payload_to_the_sender_and_elsewhere(h: Harness, host: Host) -> None:
+    alice = await h.connect(f"{ALICE}/phone")
+    bob = await h.connect(f"{BOB}/pc")
+    payload = f"<query xmlns='{NS}'><item n='1'/></query>".encode()
+    asked = Stanza.build("iq", to=None, from_=alice.jid, type_="get", id_="q1")
+    # To the session the request came from: written as bytes, never built as elements.
+    StanzaEvent(asked, alice.session, host, h.server.router).respond_with(asked.reply(), payload)
+    (answer,) = alice.take()
+    assert (answer.get("type"), answer.get("id"), answer.get("to")) == ("result", "q1", str(alice.jid))
+    assert [child.tag for child in answer.iter()] == [f"{{{CLIENT_NS}}}iq", f"{{{NS}}}query", f"{{{NS}}}item"]
+    # Anywhere else (no origin session): parsed and routed like any answer.
+    from_server = Stanza.build("iq", to=None, from_=bob.jid, type_="get", id_="q2")
+    StanzaEvent(from_server, None, host, h.server.router).respond_with(from_server.reply(), payload)
+    await h.settle()
+    (routed,) = bob.take()
+    assert routed.get("id") == "q2" and routed.find(f"{{{NS}}}query/{{{NS}}}item") is not None
