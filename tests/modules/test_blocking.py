@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from lxml import etree
@@ -16,7 +15,7 @@ from xmppd.jid import parse_jid
 from xmppd.modules.blocking import Blocklist, Blocklists
 from xmppd.stanza import CLIENT_NS
 
-from .harness import Client, Harness, error_condition, iq_reply, presence
+from .harness import Client, Harness, count_calls, error_condition, iq_reply, presence
 
 ALICE = "alice@localhost"
 BOB = "bob@example.test"
@@ -324,43 +323,26 @@ async def test_directed_presence_recipients_see_the_user_go(h: Harness) -> None:
 
 
 async def test_checks_read_the_database_once_per_account(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[tuple[Any, ...]] = []
-    kv_type = type(h.storage.kv)
-    kv_get = kv_type.get
-
-    async def counting_get(self: Any, *args: Any) -> Any:
-        reads.append(args)
-        return await kv_get(self, *args)
-
-    monkeypatch.setattr(kv_type, "get", counting_get)
+    reads = count_calls(type(h.storage.kv), "get", lambda *args: args[2] == "blocking", monkeypatch)
     alice = await online(h, f"{ALICE}/phone")
     bob = await online(h, f"{BOB}/desk")
     for n in range(10):
         await bob.send(f"<message to='{ALICE}' type='chat'><body>{n}</body></message>")
         await alice.send(f"<message to='{BOB}' type='chat'><body>{n}</body></message>")
-    blocking_reads = [r for r in reads if r[2] == "blocking"]
-    assert sorted((r[0], r[1]) for r in blocking_reads) == [("example.test", "bob"), ("localhost", "alice")]
+    assert sorted((r[0], r[1]) for r in reads) == [("example.test", "bob"), ("localhost", "alice")]
     # A change goes to the cache too: enforced at once, with no further read.
     await block(alice, BOB)
     await bob.send(f"<message to='{ALICE}' type='chat'><body>blocked</body></message>")
     assert error_condition(bob.take(message)[-1]) == "service-unavailable"
-    assert len([r for r in reads if r[2] == "blocking"]) == 2
+    assert len(reads) == 2
 
 
 async def test_concurrent_checks_of_one_list_share_one_read(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     # A login's presence checks the lists of all its contacts online at once, and concurrent
     # logins share contacts: a list being read is waited for, not read again.
     await h.storage.kv.set("localhost", "alice", "blocking", "list", [BOB])
-    reads: list[tuple[Any, ...]] = []
-    kv_type = type(h.storage.kv)
-    kv_get = kv_type.get
-
-    async def counting_get(self: Any, *args: Any) -> Any:
-        reads.append(args)
-        return await kv_get(self, *args)
-
-    monkeypatch.setattr(kv_type, "get", counting_get)
+    reads = count_calls(type(h.storage.kv), "get", lambda *args: args[2] == "blocking", monkeypatch)
     lists: Blocklists = h.server.shared["blocking:lists"]
     got = await asyncio.gather(*(lists.get(parse_jid(ALICE)) for _ in range(5)))
-    assert [r for r in reads if r[2] == "blocking"] == [("localhost", "alice", "blocking", "list")]
+    assert reads == [("localhost", "alice", "blocking", "list")]
     assert all(blocklist is got[0] and blocklist.blocks(parse_jid(BOB)) for blocklist in got)

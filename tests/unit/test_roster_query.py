@@ -1,4 +1,5 @@
-"""The roster result written as text (`roster_query`) against the same items built as elements."""
+"""The roster query written as text (`roster_query`) against the same items built as elements, as
+RFC 6121 §2.1.2 shows them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from lxml import etree
 
 from storage.model import RosterItem
 from xmppd.elements import element
-from xmppd.modules.roster import NS, item_element, roster_query
+from xmppd.modules.roster import NS, roster_query
 
 ITEMS = [
     RosterItem(jid="juliet@example.com", subscription="both", name="Juliet", groups=("Friends", "Verona")),
@@ -20,8 +21,18 @@ ITEMS = [
 def built(version: int, items: list[RosterItem]) -> bytes:
     query = element(f"{{{NS}}}query", {"ver": str(version)})
     for item in items:
-        if item.listed:
-            item_element(item, query)
+        if not item.listed:
+            continue
+        node = element(f"{{{NS}}}item", {"jid": item.jid}, parent=query)
+        if item.name is not None:
+            node.set("name", item.name)
+        node.set("subscription", item.subscription)
+        if item.ask:
+            node.set("ask", "subscribe")
+        if item.approved:
+            node.set("approved", "true")
+        for group in item.groups:
+            element(f"{{{NS}}}group", parent=node).text = group
     return etree.tostring(query, method="c14n")
 
 

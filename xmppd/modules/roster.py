@@ -178,7 +178,7 @@ async def _remove(ev: StanzaEvent, mod: ModuleAPI, user: JID, contact: JID) -> b
 def roster_query(version: int, items: Iterable[RosterItem]) -> str:
     """§2.1.4: the `<query/>` of a roster result, the items the user is shown, as XML text: at
     every login, and text costs a fifth of building the elements and serialising them (twenty
-    items: 20 us against 100). The same items as `item_element` writes."""
+    items: 20 us against 100). A roster push carries one item the same way."""
     parts = [f'<query xmlns="{NS}" ver="{version}">']
     for item in items:
         if not item.listed:
@@ -199,22 +199,6 @@ def roster_query(version: int, items: Iterable[RosterItem]) -> str:
             parts.append("/>")
     parts.append("</query>")
     return "".join(parts)
-
-
-
-def item_element(item: RosterItem, parent: etree._Element) -> etree._Element:
-    """`<item/>` as RFC 6121 §2.1.2 shows it to the user."""
-    node = element(f"{{{NS}}}item", {"jid": item.jid}, parent=parent)
-    if item.name is not None:
-        node.set("name", item.name)
-    node.set("subscription", item.subscription)
-    if item.ask:
-        node.set("ask", "subscribe")  # §2.1.2.2
-    if item.approved:
-        node.set("approved", "true")  # §2.1.2.1, pre-approval (§3.4)
-    for group in item.groups:
-        element(f"{{{NS}}}group", parent=node).text = group
-    return node
 
 
 # -- helpers for the presence module ------------------------------------------------------------
@@ -250,15 +234,13 @@ async def remove_item(mod: ModuleAPI, user: JID, contact: str, *, was_listed: bo
 def push(mod: ModuleAPI, user: JID, item: RosterItem | None, version: int, *, contact: str = "") -> None:
     """§2.1.6 roster push of `item` (None: the removal of `contact`) to every interested
     resource of `user`, with the new `ver` (XEP-0237 / §2.6)."""
+    pushed = item if item is not None else RosterItem(jid=contact, subscription="remove")
+    query = roster_query(version, [pushed]).encode()
     for session in mod.sessions.resources(user):
         if not session.interested or session.closed:
             continue
         iq = Stanza.build("iq", to=session.jid, from_=user, type_="set", id_="push-" + secrets.token_hex(6))
-        query = element(f"{{{NS}}}query", {"ver": str(version)}, parent=iq.element)
-        if item is not None:
-            item_element(item, query)
-        else:
-            element(f"{{{NS}}}item", {"jid": contact, "subscription": "remove"}, parent=query)
+        iq.element.append(from_text(query))
         session.send(iq.element)
 
 
